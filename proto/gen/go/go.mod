@@ -1,0 +1,3 @@
+module github.com/petrel-mail/petrel/proto/gen/go
+
+go 1.26.0
