@@ -51,6 +51,10 @@ type Part struct {
 	ContentType, Encoding, Charset string
 	// Lines is the number of lines of the body (for text/* and message/rfc822).
 	Lines int64
+	// MessageHeaderLen is set for message/rfc822 (and message/global) parts:
+	// the encapsulated message's header block starts at BodyOffset and is
+	// this long (BODY[2.HEADER]); the rest of the body is BODY[2.TEXT].
+	MessageHeaderLen int64
 }
 
 const (
