@@ -1,0 +1,6 @@
+// Package smtp is SMTP ingress: receives mail as MX (port 25) and from authenticated submission (587, 465), writes it to the blob store and queues it.
+//
+// It follows RFC 5321 (SMTP), RFC 6409 (submission), RFC 8314 (implicit TLS). The binary is cmd/petrel-smtp; its settings are
+// Config's flags and PETREL_SMTP_* variables (see package
+// platform/config for the precedence rules).
+package smtp
