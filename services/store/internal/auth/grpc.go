@@ -53,7 +53,7 @@ var (
 // ResolveRecipient need the capability of a service, Authenticate a
 // service that logs users in, and the admin API an operator or tenant
 // admin (tenants themselves only an operator). The gRPC health service is
-// public so that probes need no token.
+// public so that probes need no token; reflection is for operators.
 func StoreRules() Rules {
 	r := Rules{
 		storev1.DirectoryService_Authenticate_FullMethodName:     {Kinds: []Kind{KindService, KindOperator}, Capability: CapAuthenticate},
@@ -64,6 +64,10 @@ func StoreRules() Rules {
 		"/grpc.health.v1.Health/Check": {Public: true},
 		"/grpc.health.v1.Health/List":  {Public: true},
 		"/grpc.health.v1.Health/Watch": {Public: true},
+		// Reflection describes the API to grpcurl; only operators debug
+		// with it.
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      operatorOnly,
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": operatorOnly,
 	}
 	addService := func(sd grpc.ServiceDesc, rule Rule) {
 		for _, m := range sd.Methods {

@@ -1,9 +1,12 @@
 package auth
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 )
 
 // cheapParams keep argon2id fast in tests; production uses DefaultParams.
@@ -65,4 +68,8 @@ func newTestTokens(t *testing.T, clock *fakeClock, kr *Keyring) *Tokens {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+func metadataContext(kv ...string) context.Context {
+	return metadata.NewOutgoingContext(context.Background(), metadata.Pairs(kv...))
 }

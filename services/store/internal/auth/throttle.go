@@ -152,6 +152,7 @@ func (t *Throttler) Check(username, remoteIP string) (time.Duration, error) {
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.pruneExpired(now)
 	var delay time.Duration
 	for _, k := range []struct {
 		key, scope string
@@ -204,11 +205,27 @@ func (t *Throttler) recentFailures(key string, now time.Time) int {
 	return len(e.failures)
 }
 
+// pruneExpired forgets keys whose last failure left the window. The back
+// of lru is the least recently failed key, so this stops at the first key
+// still in the window and costs O(1) amortized. t.mu is held.
+func (t *Throttler) pruneExpired(now time.Time) {
+	cutoff := now.Add(-t.opts.Window)
+	for el := t.lru.Back(); el != nil; el = t.lru.Back() {
+		e := el.Value.(*throttleEntry)
+		if e.failures[len(e.failures)-1].After(cutoff) {
+			return
+		}
+		t.lru.Remove(el)
+		delete(t.keys, e.key)
+	}
+}
+
 // Failure records a failed login for username from remoteIP.
 func (t *Throttler) Failure(username, remoteIP string) {
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.pruneExpired(now)
 	t.record(userKey(username), t.opts.User.LockAfter, now)
 	if k := ipKey(remoteIP); k != "" {
 		t.record(k, t.opts.IP.LockAfter, now)
