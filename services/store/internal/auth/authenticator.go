@@ -142,6 +142,10 @@ func sleepContext(ctx context.Context, d time.Duration) error {
 // Authenticate checks password, or one of the account's app passwords, for
 // username, logging in to service from remoteIP, and returns a session.
 //
+// When earlier failures put the name or network over its delay limit, the
+// call first waits the throttling delay (through Options.Sleep), so that a
+// guesser gets answers slowly whether or not the guess is right.
+//
 // Errors: ErrAuthFailed (unknown name or wrong password, the same work is
 // done for both), ErrDisabled, ErrThrottled, or a wrapped error of the
 // credential source or the context.

@@ -298,7 +298,8 @@ func (c TokenCredentials) RequireTransportSecurity() bool { return false }
 
 // WithToken returns ctx with the bearer token added to outgoing metadata,
 // for a client that makes calls for many users over one connection (a
-// frontend sending each user's session token).
+// frontend sending each user's session token). Do not combine it with
+// TokenCredentials on the same call: two authorization headers are refused.
 func WithToken(ctx context.Context, token string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
