@@ -1,0 +1,111 @@
+// Command petrel-store runs the store service. It only wires the
+// configuration to the service's parts; see package store for what the
+// service does.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/petrel-mail/petrel/platform/config"
+	"github.com/petrel-mail/petrel/platform/grpcx"
+	"github.com/petrel-mail/petrel/platform/lifecycle"
+	"github.com/petrel-mail/petrel/platform/logging"
+	"github.com/petrel-mail/petrel/platform/telemetry"
+	"github.com/petrel-mail/petrel/services/store"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stderr))
+}
+
+// run returns the exit code: 0 after a clean shutdown or a good
+// --check-config, 1 when the service failed, 2 for a bad configuration.
+func run(args, environ []string, stderr io.Writer) int {
+	f := config.New(store.Name)
+	var cfg store.Config
+	cfg.RegisterFlags(f)
+	err := f.Parse(args, environ)
+	if errors.Is(err, flag.ErrHelp) {
+		f.Usage(stderr)
+		return 0
+	}
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "petrel-store: bad configuration:\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return 2
+	}
+	if f.CheckConfig() {
+		fmt.Fprintln(stderr, "petrel-store: configuration OK")
+		return 0
+	}
+	log, err := logging.New(stderr, store.Name, cfg.Log)
+	if err != nil {
+		fmt.Fprintf(stderr, "petrel-store: %v\n", err)
+		return 2
+	}
+	if err := serve(cfg, log); err != nil {
+		log.Error("petrel-store failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg store.Config, log *slog.Logger) error {
+	shutdownTracing, err := telemetry.SetupTracing(telemetry.TracingOptions{Service: "petrel-store"})
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(context.Background())
+
+	reg := telemetry.NewRegistry()
+	ready := telemetry.NewReadiness(0)
+	tel, err := telemetry.NewServer(telemetry.Options{Registry: reg, Readiness: ready, Logger: log})
+	if err != nil {
+		return err
+	}
+	metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	addrs := map[string]string{"metrics": metricsLn.Addr().String()}
+
+	grpcServer, err := grpcx.NewServer(grpcx.ServerOptions{
+		Logger:     log,
+		Registry:   reg,
+		Readiness:  ready,
+		Reflection: true,
+	})
+	if err != nil {
+		return err
+	}
+	grpcLn, err := net.Listen("tcp", cfg.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("gRPC listener: %w", err)
+	}
+	addrs["grpc"] = grpcLn.Addr().String()
+
+	log.Info("listening", "metrics", addrs["metrics"], "grpc", addrs["grpc"])
+	if cfg.AddrFile != "" {
+		if err := lifecycle.WriteAddrFile(cfg.AddrFile, addrs); err != nil {
+			return err
+		}
+	}
+	return lifecycle.Run(context.Background(), lifecycle.Options{
+		Logger:      log,
+		Grace:       cfg.ShutdownGrace,
+		BeforeDrain: ready.SetDraining,
+	},
+		lifecycle.Server("telemetry", tel, metricsLn),
+		lifecycle.Server("grpc", grpcServer, grpcLn),
+	)
+}
