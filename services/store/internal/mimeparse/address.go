@@ -87,6 +87,8 @@ func tokenizeAddresses(s string) (toks []addrToken, comments map[int]string) {
 			}
 			toks = append(toks, addrToken{kind: 'd', text: s[i : i+j+1], raw: s[i : i+j+1]})
 			i += j + 1
+		case c == ')':
+			i++ // a stray comment end
 		case strings.IndexByte("<>@,;:", c) >= 0:
 			toks = append(toks, addrToken{kind: c, text: s[i : i+1], raw: s[i : i+1]})
 			i++

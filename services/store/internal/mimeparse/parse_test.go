@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -380,7 +381,7 @@ func nested(depth int) []byte {
 	return []byte(b.String())
 }
 
-func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))) }
+func itoa(i int) string { return strconv.Itoa(i) }
 
 func TestDepthCap(t *testing.T) {
 	raw := nested(150)
@@ -521,3 +522,23 @@ func TestReadErrorIsReturned(t *testing.T) {
 }
 
 var _ io.Reader = (*failingReader)(nil)
+
+// TestStrayCommentEnd is the regression for a hang the fuzzer found: a ')'
+// outside any comment in an address field.
+func TestStrayCommentEnd(t *testing.T) {
+	raw := []byte("From: a) b@c\r\nTo: )\r\n\r\n")
+	p := mustParse(t, raw)
+	checkInvariants(t, raw, p)
+	if want := `(NIL NIL ((NIL NIL "ab" "c")) ((NIL NIL "ab" "c")) ((NIL NIL "ab" "c")) NIL NIL NIL NIL NIL)`; string(p.Envelope) != want {
+		t.Errorf("ENVELOPE\n got %s\nwant %s", p.Envelope, want)
+	}
+}
+
+func TestHTMLWithNonASCII(t *testing.T) {
+	// Upper-case letters whose lower case has another length must not shift
+	// the tag scanner.
+	got := stripHTML("<P>\u023a\u023a<B>x</B>\xff<SCRIPT>y</SCRIPT>z")
+	if want := "\n\u023a\u023ax\xffz"; got != want {
+		t.Errorf("stripHTML = %q, want %q", got, want)
+	}
+}

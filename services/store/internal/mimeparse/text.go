@@ -175,7 +175,7 @@ func truncateUTF8(s string, n int) string {
 func stripHTML(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
-	lower := strings.ToLower(s)
+	lower := asciiLower(s) // same length as s, so indexes agree
 	for i := 0; i < len(s); {
 		if s[i] != '<' {
 			j := strings.IndexByte(s[i:], '<')
@@ -327,4 +327,16 @@ func parseDate(s string) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// asciiLower lower-cases ASCII letters only, keeping every other octet (and
+// so every index) where it is; strings.ToLower may change lengths.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
