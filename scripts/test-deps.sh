@@ -4,6 +4,8 @@
 #
 #   eval "$(scripts/test-deps.sh)"      # start or reuse, export settings
 #   scripts/test-deps.sh stop           # stop the ones this script started
+#   scripts/test-deps.sh dev            # same for `make run`: persistent data in .data/deps
+#   scripts/test-deps.sh dev-stop       # stop those
 #
 # For each dependency, in order:
 #   1. a setting already in the environment (PETREL_TEST_POSTGRES_URL,
@@ -25,7 +27,7 @@ set -euo pipefail
 MODE=${1:-start}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PETREL_CACHE=${PETREL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/petrel}
-if [[ $MODE == dev ]]; then
+if [[ $MODE == dev || $MODE == dev-stop ]]; then
 	PETREL_DEPS_DIR=${PETREL_DEPS_DIR:-$ROOT/.data/deps}
 	PG_PORT=${PETREL_DEPS_PG_PORT:-55433}
 	NATS_PORT=${PETREL_DEPS_NATS_PORT:-54223}
@@ -201,9 +203,9 @@ s3_endpoint() {
 }
 
 case $MODE in
-stop) stop_all; exit 0 ;;
+stop | dev-stop) stop_all; exit 0 ;;
 start | dev) ;;
-*) die "usage: $0 [start|dev|stop]" ;;
+*) die "usage: $0 [start|stop|dev|dev-stop]" ;;
 esac
 
 mkdir -p "$PETREL_DEPS_DIR" "$PETREL_CACHE"
