@@ -176,13 +176,10 @@ func parseAddressList(s string) []address {
 			if i < len(toks) && toks[i].kind == '>' {
 				i++
 			}
-			if local == "" && host == "" && !a.hasName {
-				continue // "<>"
-			}
 			a.mailbox, a.host = orMissing(local, missingMailbox), orMissing(host, missingDomain)
 			out = append(out, a)
 		case '@':
-			local := joinRaw(phrase)
+			local := joinLocal(phrase)
 			_, host, ni := parseAddrSpec(toks, i, 0)
 			i = ni
 			a := address{mailbox: orMissing(local, missingMailbox), host: orMissing(host, missingDomain)}
@@ -192,7 +189,7 @@ func parseAddressList(s string) []address {
 			out = append(out, a)
 		default:
 			if len(phrase) > 0 {
-				out = append(out, address{mailbox: joinRaw(phrase), host: missingDomain})
+				out = append(out, address{mailbox: joinLocal(phrase), host: missingDomain})
 			} else if i < len(toks) {
 				i++ // a stray special such as '>'
 			}
@@ -224,7 +221,7 @@ func parseAddrSpec(toks []addrToken, i int, stopKind byte) (local, host string, 
 		if seenAt {
 			hb.WriteString(t.raw)
 		} else {
-			lb.WriteString(t.raw)
+			lb.WriteString(t.text)
 		}
 	}
 	return lb.String(), hb.String(), i
@@ -250,11 +247,12 @@ func phraseText(toks []addrToken) string {
 	return b.String()
 }
 
-// joinRaw joins tokens as written: a local part like john.doe or "a b".
-func joinRaw(toks []addrToken) string {
+// joinLocal joins the tokens of a local part, quoted strings unquoted as
+// Dovecot does: "a b"@c has the mailbox a b.
+func joinLocal(toks []addrToken) string {
 	var b strings.Builder
 	for _, t := range toks {
-		b.WriteString(t.raw)
+		b.WriteString(t.text)
 	}
 	return b.String()
 }

@@ -63,6 +63,9 @@ func checkInvariants(t testing.TB, raw []byte, p *Parsed) {
 			pt.HeaderOffset+pt.HeaderLen != pt.BodyOffset || pt.BodyOffset+pt.BodyLen > p.Size {
 			t.Fatalf("part %q out of bounds: %+v (size %d)", pt.Path, pt, p.Size)
 		}
+		if pt.Lines < 0 {
+			t.Fatalf("part %q: negative Lines %d", pt.Path, pt.Lines)
+		}
 		if pt.MessageHeaderLen < 0 || pt.MessageHeaderLen > pt.BodyLen {
 			t.Fatalf("part %q: MessageHeaderLen %d outside body %d", pt.Path, pt.MessageHeaderLen, pt.BodyLen)
 		}

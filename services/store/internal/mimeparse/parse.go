@@ -356,7 +356,11 @@ func (p *parser) parseEntity(bs []string, depth int, isMsg bool, defType string,
 	lfsAtBody := p.lfs
 	if hst != nil {
 		// The header ran into a delimiter or EOF: the body is empty.
-		en := end{off: hdrEnd, st: *hst}
+		en := end{off: hdrEnd, lfs: p.lfs, last: p.lastByte, st: *hst}
+		if !hst.eof {
+			// The delimiter line was consumed; its LF is not ours.
+			en.lfs -= int64(min(1, p.lastTerm))
+		}
 		switch {
 		case e.f.multipart:
 			p.malformed = true

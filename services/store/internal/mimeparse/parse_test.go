@@ -542,3 +542,19 @@ func TestHTMLWithNonASCII(t *testing.T) {
 		t.Errorf("stripHTML = %q, want %q", got, want)
 	}
 }
+
+// TestAddressOddities pins what Dovecot 2.3.19 sends for the same header:
+// an escaped quote in a name, a null address, a missing domain and a
+// quoted local part.
+func TestAddressOddities(t *testing.T) {
+	raw := []byte("To: \"q\\\"x\" <x@y>, <>, no-at, \"quoted local\"@z\r\n\r\n")
+	p := mustParse(t, raw)
+	checkInvariants(t, raw, p)
+	want := "(NIL NIL NIL NIL NIL (({3}\r\nq\"x NIL \"x\" \"y\")(NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL NIL \"no-at\" \"MISSING_DOMAIN\")(NIL NIL \"quoted local\" \"z\")) NIL NIL NIL NIL)"
+	if string(p.Envelope) != want {
+		t.Errorf("ENVELOPE\n got %q\nwant %q", p.Envelope, want)
+	}
+	if want := "q\"x <x@y>, no-at, quoted local@z"; p.To != want {
+		t.Errorf("To = %q, want %q", p.To, want)
+	}
+}

@@ -282,12 +282,18 @@ func decodedAddresses(h *textproto.Header, k string) string {
 			b.WriteString(";")
 			continue
 		}
+		if a.mailbox == missingMailbox && a.host == missingDomain {
+			continue // <>
+		}
 		if b.Len() > 0 && !strings.HasSuffix(b.String(), ":") {
 			b.WriteString(", ")
 		} else if b.Len() > 0 {
 			b.WriteByte(' ')
 		}
 		addr := a.mailbox + "@" + a.host
+		if a.host == missingDomain {
+			addr = a.mailbox
+		}
 		if a.hasName && a.name != "" {
 			b.WriteString(decodeWords([]byte(a.name)))
 			b.WriteString(" <")
