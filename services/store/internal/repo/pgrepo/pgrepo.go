@@ -47,6 +47,30 @@
 //
 // Append and Deliver run as one server-side function call (migration 0002):
 // one round trip, however many recipients.
+//
+// # Design choices
+//
+//   - UIDVALIDITY comes from a per-account counter (accounts.next_uidvalidity),
+//     so a re-created name never gets an old value and no global sequence
+//     is shared across shards.
+//   - Keywords are a per-account name table (not per mailbox as the brief
+//     suggested): COPY and MOVE keep keyword ids without remapping, and the
+//     FLAGS list is one indexed read of a small table.
+//   - Objects are split in a narrow hot row (objects: refcount, grace
+//     clock) and a write-once metadata row (object_meta: ENVELOPE,
+//     BODYSTRUCTURE, parts, header, decoded fields, tsvector with a GIN
+//     index), so reference count updates never copy the metadata.
+//   - messages carry no foreign key to objects: the delete check would need
+//     an index on messages(object_id) that only the collector would use;
+//     the reference count is the single source of truth, and the suite
+//     checks it against the message rows.
+//   - Parents are created as real mailboxes; DELETE of a mailbox with
+//     children leaves a \Noselect placeholder, removed with its last child.
+//   - MOVE within one mailbox is refused (ErrNotAllowed).
+//   - An object key that was collected and is then recorded again gets a
+//     new row, but its bytes are gone: the grace period must exceed the
+//     longest time between CreateObject and Deliver (queue retries), or the
+//     queue must hold its own reference.
 package pgrepo
 
 import (
