@@ -355,6 +355,11 @@ type Mailboxes interface {
 	MailboxByName(ctx context.Context, s Scope, name string) (Mailbox, error)
 	// MailboxByID returns the state row (STATUS, reselect).
 	MailboxByID(ctx context.Context, s Scope, id int64) (Mailbox, error)
+	// Keywords returns the names of the account's keywords in the spelling
+	// first used, sorted case-insensitively (the FLAGS and PERMANENTFLAGS
+	// of SELECT, RFC 9051 §7.3.5: a superset of those on messages is
+	// allowed).
+	Keywords(ctx context.Context, s Scope) ([]string, error)
 	// ClaimRecent returns the first UID that is \Recent for the calling
 	// session (0 if none) and moves the watermark past every message.
 	ClaimRecent(ctx context.Context, s Scope, mailboxID int64) (uint32, error)

@@ -46,6 +46,7 @@ func Run(t *testing.T, newRepo Factory) {
 		{"ChangesSince", testChangesSince},
 		{"CopyMove", testCopyMove},
 		{"Keywords", testKeywords},
+		{"KeywordList", testKeywordList},
 		{"LookupAddress", testLookup},
 	}
 	for _, tc := range tests {
