@@ -41,7 +41,10 @@ func formatAuthResults(authservID string, infos []resinfo) string {
 			words = append(words, "("+ri.comment+")")
 		}
 		if ri.reason != "" {
-			words = append(words, "reason="+quoteString(asciiOnly(truncate(cleanValue(ri.reason), 200))))
+			// ";" inside the quoted reason is legal but trips parsers that
+			// split on it; a reason reads as well with ",".
+			reason := strings.ReplaceAll(asciiOnly(truncate(cleanValue(ri.reason), 200)), ";", ",")
+			words = append(words, "reason="+quoteString(reason))
 		}
 		for _, p := range ri.props {
 			words = append(words, p.name+"="+formatPvalue(p.value))

@@ -85,7 +85,7 @@ func (r *DNSResolver) Server() string { return r.server }
 func (r *DNSResolver) query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
 	fqdn := dns.Fqdn(name)
 	if _, ok := dns.IsDomainName(fqdn); !ok {
-		return nil, &net.DNSError{Err: "invalid domain name", Name: name, Server: r.server, IsNotFound: true}
+		return nil, &net.DNSError{Err: "invalid domain name", Name: name, IsNotFound: true}
 	}
 	m := new(dns.Msg)
 	m.SetQuestion(fqdn, qtype)
@@ -106,10 +106,14 @@ func (r *DNSResolver) query(ctx context.Context, name string, qtype uint16) ([]d
 		resp, _, err = r.tcp.ExchangeContext(ctx, m, r.server)
 	}
 	if err != nil {
+		msg := "query failed"
+		if isTimeout(err) {
+			msg = "timeout"
+		}
 		return nil, &net.DNSError{
-			Err:         fmt.Sprintf("query %s %s: %v", dns.TypeToString[qtype], fqdn, err),
+			Err:         msg,
+			UnwrapErr:   fmt.Errorf("query %s %s at %s: %w", dns.TypeToString[qtype], fqdn, r.server, err),
 			Name:        name,
-			Server:      r.server,
 			IsTimeout:   isTimeout(err),
 			IsTemporary: true,
 		}
@@ -117,13 +121,12 @@ func (r *DNSResolver) query(ctx context.Context, name string, qtype uint16) ([]d
 	switch resp.Rcode {
 	case dns.RcodeSuccess:
 	case dns.RcodeNameError:
-		return nil, &net.DNSError{Err: "no such host", Name: name, Server: r.server, IsNotFound: true}
+		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	default:
 		// SERVFAIL, REFUSED and the rest: the answer is unknown, not absent.
 		return nil, &net.DNSError{
 			Err:         "server answered " + dns.RcodeToString[resp.Rcode],
 			Name:        name,
-			Server:      r.server,
 			IsTemporary: true,
 		}
 	}
@@ -134,7 +137,7 @@ func (r *DNSResolver) query(ctx context.Context, name string, qtype uint16) ([]d
 		}
 	}
 	if len(rrs) == 0 {
-		return nil, &net.DNSError{Err: "no such host", Name: name, Server: r.server, IsNotFound: true}
+		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	}
 	return rrs, nil
 }
@@ -212,7 +215,7 @@ func (r *DNSResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAd
 func (r *DNSResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 	arpa, err := dns.ReverseAddr(addr)
 	if err != nil {
-		return nil, &net.DNSError{Err: "unrecognized address", Name: addr, Server: r.server}
+		return nil, &net.DNSError{Err: "unrecognized address", Name: addr}
 	}
 	rrs, err := r.query(ctx, arpa, dns.TypePTR)
 	if err != nil {

@@ -498,9 +498,13 @@ func (v *Verifier) formatHeader(res Result) string {
 // appendProp adds a property if its cleaned value is present and short
 // enough to keep the field within line limits; an overlong value (a hostile
 // client's HELO, say) is better left out than cut into something else.
+//
+// A value with ";" is left out too: it is legal in a quoted-string, but
+// common parsers (go-msgauth's authres among them) split the field on every
+// ";", and only a hostile sender would put one there.
 func appendProp(props []prop, name, value string) []prop {
 	value = cleanValue(value)
-	if value == "" || len(value) > 254 {
+	if value == "" || len(value) > 254 || strings.Contains(value, ";") {
 		return props
 	}
 	return append(props, prop{name, value})
