@@ -296,9 +296,8 @@ func isTokenChar(c byte) bool {
 	return !strings.ContainsRune(`()<>@,;:\"/[]?=`, rune(c))
 }
 
-// ClaimsAuthServID reports whether an Authentication-Results (or
-// ARC-less Authentication-Results look-alike) field value names authservID,
-// compared without regard to case. Such a field on an incoming message was
+// ClaimsAuthServID reports whether an Authentication-Results field value
+// names authservID, compared without regard to case or a trailing dot. Such a field on an incoming message was
 // not written by us and must not reach the mailbox (RFC 8601 §5).
 func ClaimsAuthServID(value, authservID string) bool {
 	id := AuthServID(value)
