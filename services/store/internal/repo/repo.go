@@ -313,6 +313,7 @@ type Repository interface {
 	Mailboxes
 	Messages
 	Objects
+	Admin
 	Close()
 }
 
