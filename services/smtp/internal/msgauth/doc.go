@@ -18,6 +18,9 @@
 //	res, err := v.Verify(ctx, message, spfRes)          // at end of data
 //	// prepend res.Header; if policy says so and res.Reject(): 550 5.7.1
 //
+// Authenticator wraps a Verifier as the authcheck.Authenticator that the
+// ingest path calls at the end of DATA.
+//
 // Every DNS lookup, by SPF, DKIM and DMARC alike, goes through one Resolver,
 // so that tests (and operators) can point them at a DNS server of their own.
 // A DNS failure is always a temperror, never a fail: a broken resolver must

@@ -18,6 +18,8 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petrel-mail/petrel/services/smtp/internal/authcheck"
 )
 
 var (
@@ -606,5 +608,39 @@ func TestStripOwnResults(t *testing.T) {
 	}
 	if string(got) != want {
 		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestAuthenticator(t *testing.T) {
+	d := world(t)
+	rk, _ := testKeys(t)
+	v := newTestVerifier(t, d, Options{})
+	forged := message("ceo@example.test", "Pay", "now\r\n")
+	in := func(msg []byte) authcheck.CheckInput {
+		return authcheck.CheckInput{
+			ClientIP: netip.MustParseAddr("203.0.113.9"), HELO: "evil.test",
+			MailFrom: "ceo@example.test", Message: bytes.NewReader(msg),
+		}
+	}
+
+	res, err := Authenticator{Verifier: v, RejectDMARC: true}.Check(context.Background(), in(forged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Reject || res.RejectReason != "Message rejected by the DMARC policy of example.test" ||
+		!strings.Contains(res.Header, "spf=fail smtp.mailfrom=ceo@example.test") {
+		t.Fatalf("forged, enforcing: %+v", res)
+	}
+	checkHeaderWellFormed(t, res.Header)
+
+	res, err = Authenticator{Verifier: v}.Check(context.Background(), in(forged))
+	if err != nil || res.Reject || !strings.Contains(res.Header, "dmarc=fail") {
+		t.Fatalf("forged, not enforcing: %+v, %v", res, err)
+	}
+
+	signed := sign(t, forged, "example.test", "sel", rk, "")
+	res, err = Authenticator{Verifier: v, RejectDMARC: true}.Check(context.Background(), in(signed))
+	if err != nil || res.Reject || !strings.Contains(res.Header, "dmarc=pass") {
+		t.Fatalf("signed: %+v, %v", res, err)
 	}
 }
