@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -424,3 +425,9 @@ func queueID(t *testing.T, reply string) string {
 	}
 	return reply[i+len("queued as "):]
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+func itoa(n int) string { return fmt.Sprint(n) }
+
+type netipPrefix = netip.Prefix
