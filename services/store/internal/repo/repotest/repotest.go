@@ -48,6 +48,7 @@ func Run(t *testing.T, newRepo Factory) {
 		{"Keywords", testKeywords},
 		{"KeywordList", testKeywordList},
 		{"LookupAddress", testLookup},
+		{"Admin", testAdmin},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newRepo) })
