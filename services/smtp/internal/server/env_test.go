@@ -27,6 +27,7 @@ import (
 	"github.com/petrel-mail/petrel/services/smtp/internal/authcheck"
 	"github.com/petrel-mail/petrel/services/smtp/internal/directory"
 	"github.com/petrel-mail/petrel/services/smtp/internal/ingest"
+	"github.com/petrel-mail/petrel/services/smtp/internal/limits"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -431,3 +432,7 @@ func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 func itoa(n int) string { return fmt.Sprint(n) }
 
 type netipPrefix = netip.Prefix
+
+func newTestAuthFailures() *limits.AuthFailures {
+	return limits.NewAuthFailures(2, time.Minute, 0, 0, nil)
+}
