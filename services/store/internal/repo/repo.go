@@ -314,6 +314,7 @@ type Repository interface {
 	Messages
 	Objects
 	Admin
+	Searcher
 	Close()
 }
 

@@ -49,6 +49,7 @@ func Run(t *testing.T, newRepo Factory) {
 		{"KeywordList", testKeywordList},
 		{"LookupAddress", testLookup},
 		{"Admin", testAdmin},
+		{"Search", testSearch}, {"SearchInvalid", testSearchInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newRepo) })
