@@ -30,6 +30,8 @@ FUZZ_TIME ?= 30s
 
 export GOFLAGS := -buildvcs=false
 
+include mk/deploy.mk
+
 .PHONY: all build run dev test test-go lint vet fmt-check proto proto-check tools bench fuzz deps clean
 
 all: lint build test-go
@@ -49,8 +51,8 @@ run: build
 ## dev: same as run, for development
 dev: run
 
-## test: lint, then every module's tests with -race against real PostgreSQL, NATS and MinIO
-test: lint test-go
+## test: lint, the Helm chart check, then every module's tests with -race against real PostgreSQL, NATS and MinIO
+test: lint helm-lint test-go
 
 test-go:
 	@eval "$$(bash scripts/test-deps.sh)"; \
