@@ -1,0 +1,539 @@
+package smtpout
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/petrel-mail/petrel/services/delivery/internal/crlf"
+	"github.com/petrel-mail/petrel/services/delivery/internal/route"
+)
+
+// Options configures a Transport. New copies them; zero values take the
+// defaults named on each field.
+type Options struct {
+	// EHLOName is our host name in EHLO (required).
+	EHLOName string
+	// DialTimeout bounds the TCP connect; default 30s (Postfix).
+	DialTimeout time.Duration
+	// CommandTimeout bounds the wait for the greeting and for the reply to
+	// each command (EHLO, STARTTLS and the TLS handshake, MAIL, RCPT,
+	// DATA, RSET); default 5m (RFC 5321 §4.5.3.2).
+	CommandTimeout time.Duration
+	// DataBlockTimeout bounds each write of the message body; default 3m.
+	DataBlockTimeout time.Duration
+	// FinalDotTimeout bounds the wait for the reply after the final dot;
+	// default 10m.
+	FinalDotTimeout time.Duration
+	// Dialer; default a net.Dialer with DialTimeout.
+	Dialer Dialer
+	// TLSPolicy; default Opportunistic.
+	TLSPolicy TLSPolicy
+	// SmarthostTLS verifies a smarthost's certificate; nil verifies
+	// against the system roots. ServerName defaults to the smarthost name.
+	SmarthostTLS *tls.Config
+	// MaxConnsPerDestination bounds concurrent sessions per recipient
+	// domain (or to the smarthost); default 10.
+	MaxConnsPerDestination int
+	// MaxIdlePerHost bounds pooled idle sessions per host address;
+	// default 2; negative disables reuse.
+	MaxIdlePerHost int
+	// IdleTimeout closes a pooled session unused this long; default 30s.
+	IdleTimeout time.Duration
+	// MaxMessagesPerConn closes a session after this many messages;
+	// default 100.
+	MaxMessagesPerConn int
+	Logger             *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.DialTimeout, 30*time.Second)
+	def(&o.CommandTimeout, 5*time.Minute)
+	def(&o.DataBlockTimeout, 3*time.Minute)
+	def(&o.FinalDotTimeout, 10*time.Minute)
+	def(&o.IdleTimeout, 30*time.Second)
+	if o.Dialer == nil {
+		o.Dialer = &net.Dialer{Timeout: o.DialTimeout}
+	}
+	if o.TLSPolicy == nil {
+		o.TLSPolicy = Opportunistic{}
+	}
+	if o.MaxConnsPerDestination <= 0 {
+		o.MaxConnsPerDestination = 10
+	}
+	if o.MaxIdlePerHost == 0 {
+		o.MaxIdlePerHost = 2
+	}
+	if o.MaxMessagesPerConn <= 0 {
+		o.MaxMessagesPerConn = 100
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Transport delivers messages. It is safe for concurrent use.
+type Transport struct {
+	opts  Options
+	pool  *pool
+	limit *limiter
+}
+
+// New returns a Transport; Close it to end pooled sessions.
+func New(opts Options) (*Transport, error) {
+	if opts.EHLOName == "" || strings.ContainsAny(opts.EHLOName, " \r\n") {
+		return nil, errors.New("smtpout: EHLOName must be a host name")
+	}
+	opts.setDefaults()
+	return &Transport{
+		opts:  opts,
+		pool:  newPool(opts.MaxIdlePerHost, opts.IdleTimeout),
+		limit: newLimiter(opts.MaxConnsPerDestination),
+	}, nil
+}
+
+// Close ends all idle sessions (QUIT). Deliveries in progress finish.
+func (t *Transport) Close() error {
+	t.pool.close()
+	return nil
+}
+
+// hostFailure is a failure of a host as a whole (connection, greeting,
+// TLS, MAIL 4xx, 421): the recipients still pending go to the next address.
+type hostFailure struct {
+	enhanced string
+	reply    *Reply
+	detail   string
+	host     string
+	addr     string
+}
+
+// Deliver carries msg to every recipient over rt and returns one result
+// per recipient, in msg.Recipients order. It tries the hosts and their
+// addresses in order until no recipient is left undecided.
+func (t *Transport) Deliver(ctx context.Context, rt route.Route, msg *Message) []RecipientResult {
+	results := make([]RecipientResult, len(msg.Recipients))
+	pending := make([]int, 0, len(msg.Recipients))
+	for i, r := range msg.Recipients {
+		results[i].Address = r.Address
+		pending = append(pending, i)
+	}
+	last := hostFailure{enhanced: "4.4.1", detail: "no host could be tried"}
+	if len(rt.Hosts) == 0 {
+		last.detail = "route has no hosts"
+	}
+
+	destKey := rt.Domain
+	if rt.Smarthost != nil {
+		destKey = "smarthost " + rt.Smarthost.Host
+	}
+	release, err := t.limit.acquire(ctx, destKey)
+	if err != nil {
+		last = hostFailure{enhanced: "4.3.0", detail: "delivery cancelled while waiting for a connection slot"}
+		t.finishPending(results, pending, last)
+		return results
+	}
+	defer release()
+
+hosts:
+	for _, host := range rt.Hosts {
+		req, err := t.tlsFor(ctx, rt, host)
+		if err != nil {
+			last = hostFailure{enhanced: "4.7.5", detail: "TLS policy refuses host: " + err.Error(), host: host.Name}
+			t.opts.Logger.Warn("TLS policy refused MX host", "domain", rt.Domain, "mx", host.Name, "err", err)
+			continue
+		}
+		for _, addr := range host.Addrs {
+			if ctx.Err() != nil {
+				last = hostFailure{enhanced: "4.3.0", detail: "delivery cancelled", host: host.Name}
+				break hosts
+			}
+			var stop bool
+			pending, stop, last = t.attempt(ctx, rt, host, addr, req, msg, results, pending, last)
+			if len(pending) == 0 {
+				return results
+			}
+			if stop {
+				break hosts
+			}
+		}
+	}
+	t.finishPending(results, pending, last)
+	return results
+}
+
+// finishPending defers every undecided recipient with the last host
+// failure.
+func (t *Transport) finishPending(results []RecipientResult, pending []int, last hostFailure) {
+	// Whatever a single host said, running out of hosts is temporary.
+	enhanced := "4" + last.enhanced[1:]
+	for _, i := range pending {
+		results[i].Status = Temporary
+		results[i].Enhanced = enhanced
+		results[i].Reply = last.reply
+		results[i].Detail = last.detail
+		results[i].RemoteMTA = last.host
+		results[i].RemoteAddr = last.addr
+	}
+}
+
+func (t *Transport) tlsFor(ctx context.Context, rt route.Route, host route.Host) (TLSRequirement, error) {
+	if rt.Smarthost != nil {
+		// Credentials never travel in clear: TLS is required and the
+		// certificate verified.
+		cfg := t.opts.SmarthostTLS
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		return TLSRequirement{Mode: TLSRequired, Config: cfg}, nil
+	}
+	return t.opts.TLSPolicy.TLSFor(ctx, rt.Domain, host)
+}
+
+// attempt delivers the pending recipients through one address. It returns
+// the recipients still pending, whether to stop trying other hosts (a
+// local failure that another host would not cure), and the failure to
+// report if nothing else decides.
+func (t *Transport) attempt(ctx context.Context, rt route.Route, host route.Host, addr netip.Addr, req TLSRequirement,
+	msg *Message, results []RecipientResult, pending []int, last hostFailure) ([]int, bool, hostFailure) {
+	hostport := net.JoinHostPort(addr.String(), strconv.Itoa(host.Port))
+	key := poolKey{host: host.Name, addr: hostport, mode: req.Mode}
+	if sh := rt.Smarthost; sh != nil {
+		key.smarthost, key.auth = true, sh.Username+"\x00"+sh.Password
+	}
+	noTLS := false
+	freshTries := 0
+	for {
+		s, reused := t.pool.get(key)
+		if s == nil {
+			var hf *hostFailure
+			s, hf = t.connect(ctx, rt, host, hostport, req, noTLS)
+			if hf != nil {
+				if hf.enhanced == errTLSFallback {
+					// RFC 7435: the handshake failed and the policy allows
+					// plaintext, so try this host again without TLS.
+					t.opts.Logger.Warn("STARTTLS handshake failed, retrying without TLS",
+						"domain", rt.Domain, "mx", host.Name, "addr", hostport, "err", hf.detail)
+					noTLS = true
+					continue
+				}
+				return pending, false, *hf
+			}
+		}
+		stopWatch := context.AfterFunc(ctx, func() { s.conn.Close() })
+		out := t.transaction(s, msg, results, pending)
+		cancelled := !stopWatch() || ctx.Err() != nil
+		if out.failure == nil && !cancelled {
+			s.messages++
+			if s.messages < t.opts.MaxMessagesPerConn && out.reusable {
+				t.pool.put(key, s)
+			} else {
+				s.quit()
+			}
+			return out.pending, out.stop, last
+		}
+		s.close()
+		if out.failure == nil {
+			return out.pending, out.stop, last
+		}
+		if out.staleReuse && reused && freshTries == 0 {
+			// A pooled session the peer had already closed: nothing was
+			// decided, open a new one.
+			freshTries++
+			continue
+		}
+		return out.pending, out.stop, *out.failure
+	}
+}
+
+type txOutcome struct {
+	pending    []int
+	failure    *hostFailure // host-level failure: try the next address
+	stop       bool         // do not try other hosts
+	reusable   bool         // the session is at a clean state
+	staleReuse bool         // failed before anything was decided
+}
+
+// transaction runs MAIL, RCPT…, DATA on s for the pending recipients.
+func (t *Transport) transaction(s *session, msg *Message, results []RecipientResult, pending []int) txOutcome {
+	c := s.client
+	fail := func(err error, enhanced, what string) *hostFailure {
+		hf := &hostFailure{enhanced: enhanced, detail: what + ": " + err.Error(), host: s.host, addr: s.addr}
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			r := replyOf(se)
+			hf.reply = &r
+			hf.enhanced = enhancedOf(r)
+			hf.detail = what + " rejected"
+		}
+		return hf
+	}
+	decide := func(i int, st Status, enhanced string, reply *Reply, detail string) {
+		results[i] = RecipientResult{Address: results[i].Address, Status: st, Enhanced: enhanced, Reply: reply,
+			RemoteMTA: s.host, RemoteAddr: s.addr, TLS: s.tls, Detail: detail}
+	}
+	decideReply := func(i int, se *smtp.SMTPError, detail string) {
+		r := replyOf(se)
+		st := Temporary
+		if r.Code >= 500 && r.Code < 600 {
+			st = Permanent
+		}
+		decide(i, st, enhancedOf(r), &r, detail)
+	}
+	remaining := func(decided map[int]bool) []int {
+		var out []int
+		for _, i := range pending {
+			if !decided[i] {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+
+	// Local capability checks, before anything is sent (SMTP-LESSONS 24).
+	hasUTF8, _ := c.Extension("SMTPUTF8")
+	has8bit, _ := c.Extension("8BITMIME")
+	useUTF8 := msg.UTF8 || !isASCII(msg.From)
+	if !hasUTF8 {
+		decided := map[int]bool{}
+		for _, i := range pending {
+			if useUTF8 || !isASCII(msg.Recipients[i].Address) {
+				decide(i, Permanent, "5.6.7", nil, "the remote server does not support SMTPUTF8, which this address or message needs (RFC 6531)")
+				decided[i] = true
+			}
+		}
+		pending = remaining(decided)
+		useUTF8 = false
+		if len(pending) == 0 {
+			return txOutcome{reusable: true}
+		}
+	} else {
+		for _, i := range pending {
+			useUTF8 = useUTF8 || !isASCII(msg.Recipients[i].Address)
+		}
+	}
+	if msg.EightBit && !has8bit && !useUTF8 {
+		for _, i := range pending {
+			decide(i, Permanent, "5.6.3", nil, "the remote server does not support 8BITMIME and the message is 8-bit (RFC 6152); conversion is not supported")
+		}
+		return txOutcome{reusable: true}
+	}
+	if limit, ok := c.MaxMessageSize(); ok && limit > 0 && msg.Size > int64(limit) {
+		for _, i := range pending {
+			decide(i, Permanent, "5.3.4", nil, fmt.Sprintf("message size %d exceeds the remote server's limit of %d (RFC 1870)", msg.Size, limit))
+		}
+		return txOutcome{reusable: true}
+	}
+
+	mailOpts := &smtp.MailOptions{Size: msg.Size, UTF8: useUTF8, EnvelopeID: msg.EnvID}
+	switch strings.ToUpper(msg.Ret) {
+	case "FULL":
+		mailOpts.Return = smtp.DSNReturnFull
+	case "HDRS":
+		mailOpts.Return = smtp.DSNReturnHeaders
+	}
+	if !isPrintableASCII(mailOpts.EnvelopeID) {
+		mailOpts.EnvelopeID = ""
+	}
+	if err := c.Mail(msg.From, mailOpts); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.Code >= 500 && se.Code < 600 {
+			// The sender is refused: that is this message's fate at this
+			// domain, not the host's problem.
+			for _, i := range pending {
+				decideReply(i, se, "MAIL FROM rejected")
+			}
+			return txOutcome{reusable: c.Reset() == nil}
+		}
+		return txOutcome{pending: pending, failure: fail(err, "4.4.2", "MAIL FROM"), staleReuse: se == nil || se.Code == 421}
+	}
+
+	decided := map[int]bool{}
+	var accepted []int
+	for _, i := range pending {
+		r := msg.Recipients[i]
+		if err := c.Rcpt(r.Address, rcptOptions(r)); err != nil {
+			var se *smtp.SMTPError
+			if !errors.As(err, &se) || se.Code == 421 {
+				// Connection lost or closing: recipients not yet
+				// decided go to the next host.
+				return txOutcome{pending: remaining(decided), failure: fail(err, "4.4.2", "RCPT TO")}
+			}
+			decideReply(i, se, "RCPT TO rejected")
+			decided[i] = true
+			continue
+		}
+		accepted = append(accepted, i)
+	}
+	if len(accepted) == 0 {
+		return txOutcome{reusable: c.Reset() == nil}
+	}
+
+	w, err := c.Data()
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code == 421 {
+			return txOutcome{pending: accepted, failure: fail(err, "4.4.2", "DATA")}
+		}
+		for _, i := range accepted {
+			decideReply(i, se, "DATA rejected")
+		}
+		return txOutcome{reusable: c.Reset() == nil}
+	}
+
+	body, err := msg.Open()
+	if err != nil {
+		// Another host would not help: the message cannot be read.
+		// Closing without the final dot aborts the transaction.
+		for _, i := range accepted {
+			decide(i, Temporary, "4.3.0", nil, "cannot read the queued message: "+err.Error())
+		}
+		return txOutcome{failure: &hostFailure{enhanced: "4.3.0", detail: "cannot read the queued message"}, stop: true}
+	}
+	src := &errReader{r: crlf.NewReader(body)}
+	_, copyErr := io.Copy(w, src)
+	body.Close()
+	if src.err != nil {
+		// Never send the final dot after a short read: the remote would
+		// deliver a truncated message.
+		for _, i := range accepted {
+			decide(i, Temporary, "4.3.0", nil, "reading the queued message failed: "+src.err.Error())
+		}
+		return txOutcome{failure: &hostFailure{enhanced: "4.3.0", detail: "reading the queued message failed"}, stop: true}
+	}
+	if copyErr != nil {
+		return txOutcome{pending: accepted, failure: fail(copyErr, "4.4.2", "sending message data")}
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code == 421 {
+			// RFC 1047: without a reply to the final dot we cannot know;
+			// trying again risks a duplicate, giving up risks a loss.
+			// Like Postfix, we try again.
+			return txOutcome{pending: accepted, failure: fail(err, "4.4.2", "end of data")}
+		}
+		for _, i := range accepted {
+			decideReply(i, se, "message rejected after DATA")
+		}
+		return txOutcome{reusable: true}
+	}
+	r := parseReply(250, resp.StatusText)
+	for _, i := range accepted {
+		decide(i, Delivered, enhancedOf(r), &r, "delivered")
+	}
+	return txOutcome{reusable: true}
+}
+
+// errTLSFallback marks a hostFailure that asks for a plaintext retry.
+const errTLSFallback = "tls-fallback"
+
+func rcptOptions(r Recipient) *smtp.RcptOptions {
+	o := &smtp.RcptOptions{}
+	for _, n := range r.Notify {
+		o.Notify = append(o.Notify, smtp.DSNNotify(strings.ToUpper(n)))
+	}
+	if len(o.Notify) > 1 && containsFold(r.Notify, "NEVER") {
+		o.Notify = []smtp.DSNNotify{smtp.DSNNotifyNever}
+	}
+	switch strings.ToUpper(r.ORCPTType) {
+	case "RFC822":
+		if isPrintableASCII(r.ORCPT) && r.ORCPT != "" {
+			o.OriginalRecipientType, o.OriginalRecipient = smtp.DSNAddressTypeRFC822, r.ORCPT
+		}
+	case "UTF-8":
+		if utf8.ValidString(r.ORCPT) && r.ORCPT != "" {
+			o.OriginalRecipientType, o.OriginalRecipient = smtp.DSNAddressTypeUTF8, r.ORCPT
+		}
+	}
+	return o
+}
+
+func containsFold(ss []string, s string) bool {
+	for _, x := range ss {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// replyOf converts go-smtp's error into a Reply.
+func replyOf(se *smtp.SMTPError) Reply {
+	r := Reply{Code: se.Code, Text: se.Message}
+	ec := se.EnhancedCode
+	if ec != smtp.EnhancedCodeNotSet && ec != smtp.NoEnhancedCode && ec[0] > 0 {
+		r.Enhanced = fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
+	}
+	return r
+}
+
+// parseReply splits "2.0.0 Ok: queued" into enhanced code and text.
+func parseReply(code int, text string) Reply {
+	r := Reply{Code: code, Text: text}
+	if first, rest, ok := strings.Cut(text, " "); ok && isEnhanced(first) {
+		r.Enhanced, r.Text = first, rest
+	}
+	return r
+}
+
+func isEnhanced(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || (parts[0] != "2" && parts[0] != "4" && parts[0] != "5") {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 999 {
+			return false
+		}
+	}
+	return true
+}
+
+// enhancedOf is the reply's enhanced code or, when the remote gave none,
+// the generic X.0.0 of its class (RFC 3463 §3.1). A 5xx reply with a 4.x.x
+// code or the reverse is classified by the reply code (RFC 3463 §2).
+func enhancedOf(r Reply) string {
+	class := strconv.Itoa(r.Code / 100)
+	if r.Enhanced != "" && r.Enhanced[:1] == class {
+		return r.Enhanced
+	}
+	if r.Enhanced != "" {
+		return class + r.Enhanced[1:]
+	}
+	return class + ".0.0"
+}
