@@ -63,7 +63,7 @@ type mxSession struct {
 	rcpts []string
 }
 
-func (s *mxSession) Reset()        { s.from, s.rcpts = "", nil }
+func (s *mxSession) Reset() { s.from, s.rcpts = "", nil }
 func (s *mxSession) Logout() error {
 	s.m.mu.Lock()
 	s.m.active--
