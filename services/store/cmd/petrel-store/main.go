@@ -15,7 +15,6 @@ import (
 	"strings"
 
 	"github.com/petrel-mail/petrel/platform/config"
-	"github.com/petrel-mail/petrel/platform/grpcx"
 	"github.com/petrel-mail/petrel/platform/lifecycle"
 	"github.com/petrel-mail/petrel/platform/logging"
 	"github.com/petrel-mail/petrel/platform/telemetry"
@@ -79,15 +78,12 @@ func serve(cfg store.Config, log *slog.Logger) error {
 	}
 	addrs := map[string]string{"metrics": metricsLn.Addr().String()}
 
-	grpcServer, err := grpcx.NewServer(grpcx.ServerOptions{
-		Logger:     log,
-		Registry:   reg,
-		Readiness:  ready,
-		Reflection: true,
-	})
+	ctx := context.Background()
+	svc, err := store.New(ctx, cfg, log, reg, ready)
 	if err != nil {
 		return err
 	}
+	defer svc.Close()
 	grpcLn, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		return fmt.Errorf("gRPC listener: %w", err)
@@ -100,12 +96,13 @@ func serve(cfg store.Config, log *slog.Logger) error {
 			return err
 		}
 	}
-	return lifecycle.Run(context.Background(), lifecycle.Options{
+	return lifecycle.Run(ctx, lifecycle.Options{
 		Logger:      log,
 		Grace:       cfg.ShutdownGrace,
 		BeforeDrain: ready.SetDraining,
 	},
 		lifecycle.Server("telemetry", tel, metricsLn),
-		lifecycle.Server("grpc", grpcServer, grpcLn),
+		svc.GC,
+		lifecycle.Server("grpc", svc.GRPC, grpcLn),
 	)
 }

@@ -1,0 +1,416 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-mail/petrel/platform/blob"
+	"github.com/petrel-mail/petrel/services/store/internal/mimeparse"
+	"github.com/petrel-mail/petrel/services/store/internal/repo"
+)
+
+// bodyChunk is the size of one GetBody response.
+const bodyChunk = 64 << 10
+
+// objectKey names a new object the way smtp names the ones it writes
+// (msg/<tenant>/<yyyy>/<mm>/<dd>/<id>): every key in the bucket has the
+// same number of segments, which MinIO needs, and an "a-" id cannot
+// collide with a queue id.
+func objectKey(tenant int64, now time.Time) (string, error) {
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", fmt.Errorf("object key: %w", err)
+	}
+	now = now.UTC()
+	return fmt.Sprintf("msg/%d/%04d/%02d/%02d/a-%s", tenant, now.Year(), int(now.Month()), now.Day(), hex.EncodeToString(id[:])), nil
+}
+
+// errSizeMismatch: the chunks did not add up to the declared size.
+var errSizeMismatch = invalid("message size differs from the declared size")
+
+// AppendMessage stores a new message (APPEND, RFC 9051 §6.3.12). The
+// chunks are streamed into object storage through a pipe and parsed in the
+// same pass (a tee into a second pipe), so memory stays bounded by the
+// chunk and part sizes whatever the message size. Only when both have
+// finished does the short transaction run: CreateObject, then Append. On
+// any failure the object is deleted (its row, if written, is unreferenced
+// and the collector removes it).
+func (s *MessageServer) AppendMessage(stream grpc.ClientStreamingServer[storev1.AppendMessageRequest, storev1.AppendMessageResponse]) error {
+	ctx := stream.Context()
+	sc, err := callerScope(ctx)
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return s.fail(ctx, "append", err)
+	}
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return s.fail(ctx, "append", invalid("the first request must carry the header"))
+	}
+	switch {
+	case hdr.GetSize() <= 0:
+		return s.fail(ctx, "append", invalid("declared size must be positive"))
+	case hdr.GetSize() > s.d.MaxMessageSize:
+		return s.fail(ctx, "append", errTooBig)
+	}
+	flags, err := parseFlags(hdr.GetFlags())
+	if err != nil {
+		return s.fail(ctx, "append", err)
+	}
+	mb, err := lookupMailbox(ctx, s.d.Repo, sc, hdr.GetMailbox())
+	if err != nil {
+		return s.fail(ctx, "append", err)
+	}
+	if mb.NoSelect {
+		return s.fail(ctx, "append", repo.ErrNoSelect)
+	}
+	// Refuse before storing a byte when the declared size cannot fit; the
+	// Append below enforces the limit for real, atomically.
+	if q, err := s.d.Repo.GetQuota(ctx, sc); err != nil {
+		return s.fail(ctx, "append", err)
+	} else if q.LimitBytes > 0 && q.UsedBytes+hdr.GetSize() > q.LimitBytes || q.LimitMessages > 0 && q.UsedMessages+1 > q.LimitMessages {
+		return s.fail(ctx, "append", repo.ErrOverQuota)
+	}
+	key, err := objectKey(sc.TenantID, s.d.Now())
+	if err != nil {
+		return s.fail(ctx, "append", err)
+	}
+	parsed, err := s.storeStream(ctx, key, hdr.GetSize(), stream.Recv)
+	if err != nil {
+		return s.fail(ctx, "append", err)
+	}
+	date := s.d.Now()
+	if hdr.GetInternalDate() != nil {
+		date = hdr.GetInternalDate().AsTime()
+	}
+	res, err := s.link(ctx, sc, mb.ID, key, parsed, flags, date)
+	if err != nil {
+		return s.fail(ctx, "append", err)
+	}
+	s.event(ctx, sc, storev1.MailboxEventKind_MAILBOX_EVENT_KIND_APPEND, mb, []uint32{res.UID}, res.ModSeq, res.UID+1)
+	return stream.SendAndClose(&storev1.AppendMessageResponse{UidValidity: res.UIDValidity, Uid: res.UID})
+}
+
+// link records the object and adds it to the mailbox; on failure it
+// removes the bytes.
+func (s *MessageServer) link(ctx context.Context, sc repo.Scope, mailboxID int64, key string, parsed *mimeparse.Parsed, flags repo.Flags, date time.Time) (repo.AppendResult, error) {
+	objectID, err := s.d.Repo.CreateObject(ctx, sc.TenantID, key, parsed)
+	if err == nil {
+		var res repo.AppendResult
+		if res, err = s.d.Repo.Append(ctx, sc, mailboxID, repo.AppendRequest{ObjectID: objectID, Flags: flags, InternalDate: date}); err == nil {
+			return res, nil
+		}
+	}
+	s.deleteObject(key)
+	return repo.AppendResult{}, err
+}
+
+// deleteObject removes an object nothing refers to, on a context of its
+// own because the request's may be what failed.
+func (s *MessageServer) deleteObject(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.d.Blobs.Delete(ctx, key); err != nil {
+		// The collector deletes it after the grace period if its row
+		// was written; otherwise it is an orphan that a bucket listing
+		// against the objects table finds.
+		s.d.Logger.WarnContext(ctx, "append: could not delete the object of a failed append", "key", key, "err", err)
+	}
+}
+
+// storeStream copies the chunks that recv returns into the object key
+// while parsing them, and checks that they add up to size.
+func (s *MessageServer) storeStream(ctx context.Context, key string, size int64, recv func() (*storev1.AppendMessageRequest, error)) (*mimeparse.Parsed, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bodyR, bodyW := io.Pipe()
+	parseR, parseW := io.Pipe()
+
+	var parsed *mimeparse.Parsed
+	var parseErr error
+	parseDone := make(chan struct{})
+	go func() {
+		defer close(parseDone)
+		parsed, parseErr = mimeparse.Parse(parseR)
+		// Keep the tee flowing if the parser stopped early.
+		_, _ = io.Copy(io.Discard, parseR)
+	}()
+	var putErr error
+	putDone := make(chan struct{})
+	go func() {
+		defer close(putDone)
+		_, putErr = s.d.Blobs.Put(ctx, key, io.TeeReader(bodyR, parseW))
+		bodyR.CloseWithError(errors.Join(putErr, io.ErrClosedPipe))
+		parseW.CloseWithError(putErr) // nil: EOF for the parser
+	}()
+
+	var n int64
+	recvErr := func() error {
+		for {
+			req, err := recv()
+			if err == io.EOF {
+				if n != size {
+					return errSizeMismatch
+				}
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			chunk := req.GetChunk()
+			if req.GetHeader() != nil {
+				return invalid("only the first request may carry a header")
+			}
+			n += int64(len(chunk))
+			if n > size {
+				return errSizeMismatch
+			}
+			if _, err := bodyW.Write(chunk); err != nil {
+				return nil // Put failed; its error is reported below
+			}
+		}
+	}()
+	if recvErr != nil {
+		bodyW.CloseWithError(recvErr)
+	} else {
+		bodyW.Close()
+	}
+	<-putDone
+	<-parseDone
+	switch {
+	case recvErr != nil:
+		s.deleteObject(key)
+		return nil, recvErr
+	case putErr != nil:
+		s.deleteObject(key)
+		return nil, fmt.Errorf("store object: %w", putErr)
+	case parseErr != nil:
+		s.deleteObject(key)
+		return nil, fmt.Errorf("parse message: %w", parseErr)
+	}
+	return parsed, nil
+}
+
+// Deliver links one object written by smtp into the mailboxes of several
+// recipients. The object is read and parsed once for all of them, and
+// recipients that share a mailbox name and flags (the usual case: all of
+// them, INBOX, no flags) are delivered by one repository call, one
+// transaction. Idempotent per (delivery_id, account).
+func (s *MessageServer) Deliver(ctx context.Context, req *storev1.DeliverRequest) (*storev1.DeliverResponse, error) {
+	tenant, err := strconv.ParseInt(req.GetTenantId(), 10, 64)
+	if err != nil || tenant <= 0 {
+		return nil, s.fail(ctx, "deliver", invalid("bad tenant id"))
+	}
+	if req.GetDeliveryId() == "" {
+		return nil, s.fail(ctx, "deliver", invalid("delivery id is required"))
+	}
+	// A service may only link objects of the tenant it delivers for:
+	// object rows are per tenant, so a foreign key would let one tenant's
+	// mailbox point at another's bytes.
+	key := req.GetBlobKey()
+	if blob.ValidKey(key) != nil || !strings.HasPrefix(key, "msg/"+req.GetTenantId()+"/") {
+		return nil, s.fail(ctx, "deliver", invalid("bad blob key"))
+	}
+	for _, r := range req.GetRecipients() {
+		if len(r.GetHeaderPrefix()) > 0 {
+			// Per-recipient header lines would need their own bytes in
+			// every offset served; not supported yet.
+			return nil, status.Error(codes.Unimplemented, "header_prefix is not supported")
+		}
+	}
+	rc, _, err := s.d.Blobs.Get(ctx, key)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, s.fail(ctx, "deliver", fmt.Errorf("blob %s: %w", key, repo.ErrNotFound))
+	}
+	if err != nil {
+		return nil, s.fail(ctx, "deliver", fmt.Errorf("read object: %w", err))
+	}
+	parsed, err := mimeparse.Parse(rc)
+	rc.Close()
+	if err != nil {
+		return nil, s.fail(ctx, "deliver", fmt.Errorf("parse object %s: %w", key, err))
+	}
+	objectID, err := s.d.Repo.CreateObject(ctx, tenant, key, parsed)
+	if err != nil {
+		return nil, s.fail(ctx, "deliver", err)
+	}
+	date := s.d.Now()
+	if req.GetInternalDate() != nil {
+		date = req.GetInternalDate().AsTime()
+	}
+
+	type group struct {
+		mailbox string
+		flags   repo.Flags
+		idx     []int
+	}
+	results := make([]*storev1.DeliverResult, len(req.GetRecipients()))
+	groups := map[string]*group{}
+	var order []string
+	for i, r := range req.GetRecipients() {
+		results[i] = &storev1.DeliverResult{AccountId: r.GetAccountId(), Outcome: storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_ACCOUNT}
+		if id, err := strconv.ParseInt(r.GetAccountId(), 10, 64); err != nil || id <= 0 {
+			continue
+		}
+		flags, err := parseFlags(r.GetFlags())
+		if err != nil {
+			return nil, s.fail(ctx, "deliver", err)
+		}
+		mailbox := r.GetMailbox()
+		if mailbox == "" {
+			mailbox = repo.Inbox
+		}
+		gk := mailbox + "\x00" + strings.Join(formatFlags(flags), " ")
+		g := groups[gk]
+		if g == nil {
+			g = &group{mailbox: mailbox, flags: flags}
+			groups[gk] = g
+			order = append(order, gk)
+		}
+		g.idx = append(g.idx, i)
+	}
+	for _, gk := range order {
+		g := groups[gk]
+		byAccount := map[int64][]int{}
+		d := repo.Delivery{TenantID: tenant, DeliveryID: req.GetDeliveryId(), Mailbox: g.mailbox, ObjectID: objectID, Flags: g.flags, InternalDate: date}
+		for _, i := range g.idx {
+			id, _ := strconv.ParseInt(req.GetRecipients()[i].GetAccountId(), 10, 64)
+			if byAccount[id] == nil {
+				d.Recipients = append(d.Recipients, id)
+			}
+			byAccount[id] = append(byAccount[id], i)
+		}
+		out, err := s.d.Repo.Deliver(ctx, d)
+		if errors.Is(err, repo.ErrInvalidName) {
+			for _, i := range g.idx {
+				results[i].Outcome = storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_MAILBOX
+			}
+			continue
+		}
+		if err != nil {
+			return nil, s.fail(ctx, "deliver", err)
+		}
+		for _, r := range out {
+			outcome := s.outcome(ctx, tenant, g.mailbox, r)
+			for _, i := range byAccount[r.AccountID] {
+				results[i].Outcome = outcome
+				if r.Err == nil {
+					results[i].UidValidity, results[i].Uid = r.UIDValidity, r.UID
+				}
+			}
+			if r.Err == nil && !r.Duplicate {
+				sc := repo.Scope{TenantID: tenant, AccountID: r.AccountID}
+				s.event(ctx, sc, storev1.MailboxEventKind_MAILBOX_EVENT_KIND_APPEND,
+					repo.Mailbox{ID: r.MailboxID, Name: g.mailbox}, []uint32{r.UID}, r.ModSeq, r.UID+1)
+			}
+		}
+	}
+	return &storev1.DeliverResponse{Results: results}, nil
+}
+
+// outcome maps one recipient's result. The repository reports a missing
+// account and a missing mailbox both as ErrNotFound; since every account
+// has an INBOX, looking the INBOX up tells them apart (only on this rare
+// path).
+func (s *MessageServer) outcome(ctx context.Context, tenant int64, mailbox string, r repo.DeliveryResult) storev1.DeliverOutcome {
+	switch {
+	case r.Err == nil && r.Duplicate:
+		return storev1.DeliverOutcome_DELIVER_OUTCOME_DUPLICATE
+	case r.Err == nil:
+		return storev1.DeliverOutcome_DELIVER_OUTCOME_DELIVERED
+	case errors.Is(r.Err, repo.ErrOverQuota):
+		return storev1.DeliverOutcome_DELIVER_OUTCOME_OVER_QUOTA
+	case errors.Is(r.Err, repo.ErrNoSelect):
+		return storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_MAILBOX
+	case errors.Is(r.Err, repo.ErrNotFound):
+		if strings.EqualFold(mailbox, repo.Inbox) {
+			return storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_ACCOUNT
+		}
+		if _, err := s.d.Repo.MailboxByName(ctx, repo.Scope{TenantID: tenant, AccountID: r.AccountID}, repo.Inbox); err == nil {
+			return storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_MAILBOX
+		}
+		return storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_ACCOUNT
+	}
+	s.d.Logger.ErrorContext(ctx, "deliver: recipient failed", "account_id", r.AccountID, "err", r.Err)
+	return storev1.DeliverOutcome_DELIVER_OUTCOME_UNSPECIFIED
+}
+
+// GetBody streams a message's bytes, whole or a range, in 64 KiB chunks;
+// the first response carries the message's size.
+func (s *MessageServer) GetBody(req *storev1.GetBodyRequest, stream grpc.ServerStreamingServer[storev1.GetBodyResponse]) error {
+	ctx := stream.Context()
+	sc, err := callerScope(ctx)
+	if err != nil {
+		return err
+	}
+	if req.GetUid() == 0 {
+		return s.fail(ctx, "get body", invalid("uid is required"))
+	}
+	mb, err := lookupMailbox(ctx, s.d.Repo, sc, req.GetMailbox())
+	if err != nil {
+		return s.fail(ctx, "get body", err)
+	}
+	var meta *repo.MessageMeta
+	err = s.d.Repo.FetchMeta(ctx, sc, mb.ID, repo.UIDSet{{Start: req.GetUid(), Stop: req.GetUid()}}, repo.FetchObject|repo.FetchSize, 0,
+		func(m *repo.MessageMeta) error { meta = m; return nil })
+	if err == nil && meta == nil {
+		err = fmt.Errorf("uid %d: %w", req.GetUid(), repo.ErrNotFound)
+	}
+	if err != nil {
+		return s.fail(ctx, "get body", err)
+	}
+	offset, length := req.GetOffset(), req.GetLength()
+	if req.GetWhole() {
+		offset, length = 0, -1
+	}
+	if offset < 0 || offset > meta.Size {
+		return s.fail(ctx, "get body", invalid("offset outside the message"))
+	}
+	if length <= 0 || offset+length > meta.Size {
+		length = meta.Size - offset
+	}
+	first := &storev1.GetBodyResponse{Size: meta.Size}
+	if length == 0 {
+		return stream.Send(first)
+	}
+	rc, err := s.d.Blobs.GetRange(ctx, meta.ObjectKey, offset, length)
+	if err != nil {
+		return s.fail(ctx, "get body", fmt.Errorf("read object %s: %w", meta.ObjectKey, err))
+	}
+	defer rc.Close()
+	buf := make([]byte, bodyChunk)
+	resp := first
+	var sent int64
+	for sent < length {
+		n, err := io.ReadFull(rc, buf[:min(int64(len(buf)), length-sent)])
+		if n > 0 {
+			resp.Chunk = buf[:n]
+			if err := stream.Send(resp); err != nil {
+				return s.fail(ctx, "get body", err)
+			}
+			resp = &storev1.GetBodyResponse{}
+			sent += int64(n)
+		}
+		if err != nil {
+			if sent < length {
+				return s.fail(ctx, "get body", fmt.Errorf("read object %s: short read at %d of %d: %w", meta.ObjectKey, sent, length, err))
+			}
+			break
+		}
+	}
+	return nil
+}
