@@ -63,7 +63,7 @@ type Collector struct {
 	stop      chan struct{}
 	stopOnce  sync.Once
 	done      chan struct{}
-	startOnce sync.Once
+	doneOnce sync.Once
 }
 
 // New returns a collector.
@@ -140,7 +140,7 @@ func (c *Collector) RunOnce(ctx context.Context) (Result, error) {
 // failed run is logged and retried at the next interval: the database or
 // S3 being down must not stop the service.
 func (c *Collector) Serve(ctx context.Context) error {
-	defer c.startOnce.Do(func() { close(c.done) })
+	defer c.doneOnce.Do(func() { close(c.done) })
 	t := time.NewTicker(c.opts.Interval)
 	defer t.Stop()
 	for {
