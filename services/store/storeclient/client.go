@@ -155,4 +155,3 @@ func isLoopback(target string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
-

@@ -56,13 +56,13 @@ type Options struct {
 
 // Collector runs the collection periodically; it is a lifecycle.Component.
 type Collector struct {
-	opts      Options
-	deleted   prometheus.Counter
-	pruned    prometheus.Counter
-	failures  prometheus.Counter
-	stop      chan struct{}
-	stopOnce  sync.Once
-	done      chan struct{}
+	opts     Options
+	deleted  prometheus.Counter
+	pruned   prometheus.Counter
+	failures prometheus.Counter
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 	doneOnce sync.Once
 }
 

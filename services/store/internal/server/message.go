@@ -364,4 +364,3 @@ func (s *MessageServer) GetQuota(ctx context.Context, _ *storev1.GetQuotaRequest
 		MessagesUsed: q.UsedMessages, MessagesLimit: q.LimitMessages,
 	}, nil
 }
-
