@@ -66,6 +66,9 @@ type Admin interface {
 	// Credentials returns what a login checks, for an account address
 	// (case-insensitive); ErrNotFound if there is no such account.
 	Credentials(ctx context.Context, address string) (Credentials, error)
+	// AccountTenant returns the tenant of an account id, for callbacks
+	// that know only the account (auth's rehash and app password use).
+	AccountTenant(ctx context.Context, accountID int64) (int64, error)
 	// ResolveRecipient says what an RCPT TO address is; size is the
 	// announced message size (0 if unknown) for the quota check.
 	ResolveRecipient(ctx context.Context, address string, size int64) (Recipient, error)

@@ -437,6 +437,13 @@ func (r *Repo) Credentials(ctx context.Context, address string) (repo.Credential
 	return c, nil
 }
 
+// AccountTenant returns the tenant of an account.
+func (r *Repo) AccountTenant(ctx context.Context, accountID int64) (int64, error) {
+	var tenant int64
+	err := r.pool.QueryRow(ctx, `SELECT tenant_id FROM accounts WHERE id = $1`, accountID).Scan(&tenant)
+	return tenant, rowErr(err, "account %d", accountID)
+}
+
 // overQuota is true for an account row "a" that cannot take one more
 // message of $size bytes.
 const overQuota = `((a.quota_bytes IS NOT NULL AND a.used_bytes + $size > a.quota_bytes)

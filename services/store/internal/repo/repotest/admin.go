@@ -294,6 +294,11 @@ func testAdminCredentials(t *testing.T, f Factory) {
 		c.PasswordHash != "$argon2id$x" || c.Disabled || len(c.AppPasswords) != 1 || c.AppPasswords[0].Hash != "$argon2id$ap" {
 		t.Fatalf("credentials: %+v %v", c, err)
 	}
+	if tenant, err := e.r.AccountTenant(ctx, s.AccountID); err != nil || tenant != s.TenantID {
+		t.Fatalf("account tenant: %d %v", tenant, err)
+	}
+	_, err = e.r.AccountTenant(ctx, s.AccountID+1000)
+	wantErr(t, "tenant of unknown account", err, repo.ErrNotFound)
 	for _, name := range []string{e.addr("nobody"), "carol", "", "carol@unknown.example"} {
 		_, err := e.r.Credentials(ctx, name)
 		wantErr(t, fmt.Sprintf("credentials of %q", name), err, repo.ErrNotFound)
