@@ -53,7 +53,7 @@ func NewDirectoryServer(opts DirectoryOptions) (*DirectoryServer, error) {
 }
 
 // Authenticate checks a password or an app password and returns a session
-// token. Every failure is classified by auth.StatusError, so an unknown
+// token. Login failures are classified by auth.StatusError, so an unknown
 // name and a wrong password give the same UNAUTHENTICATED answer.
 func (s *DirectoryServer) Authenticate(ctx context.Context, req *storev1.AuthenticateRequest) (*storev1.AuthenticateResponse, error) {
 	service := req.GetService()
@@ -66,10 +66,9 @@ func (s *DirectoryServer) Authenticate(ctx context.Context, req *storev1.Authent
 	}
 	sess, err := s.opts.Authenticator.Authenticate(ctx, req.GetUsername(), req.GetPassword(), service, req.GetRemoteIp())
 	if err != nil {
-		if !errors.Is(err, auth.ErrAuthFailed) && !errors.Is(err, auth.ErrDisabled) && !errors.Is(err, auth.ErrThrottled) {
-			return nil, s.status(ctx, "authenticate", err)
-		}
-		return nil, auth.StatusError(err)
+		// toStatus hands the login errors to auth.StatusError and logs
+		// anything else (a database failure) without showing it.
+		return nil, s.status(ctx, "authenticate", err)
 	}
 	p := sess.Principal
 	return &storev1.AuthenticateResponse{
