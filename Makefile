@@ -22,7 +22,7 @@ PROTO_PATH := $(dir $(BUF)):$(dir $(PROTOC_GEN_GO)):$(dir $(PROTOC_GEN_GO_GRPC))
 
 SERVICES := smtp delivery imap pop3 store
 # Every Go module's packages, as workspace patterns.
-PKGS := ./platform/... ./proto/gen/go/... $(foreach s,$(SERVICES),./services/$(s)/...)
+PKGS := ./platform/... ./proto/gen/go/... $(foreach s,$(SERVICES),./services/$(s)/...) ./ctl/...
 
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=30m
 BENCH_FLAGS ?= -run=^$$ -bench=. -benchmem -count=1 -timeout=60m
@@ -36,13 +36,15 @@ include mk/deploy.mk
 
 all: lint build test-go
 
-## build: build every service binary into bin/
+## build: build every service binary and petrelctl into bin/
 build:
 	@mkdir -p bin
 	@for s in $(SERVICES); do \
 		echo "go build petrel-$$s"; \
 		go build -o bin/petrel-$$s ./services/$$s/cmd/petrel-$$s; \
 	done
+	@if [[ -d ctl/cmd/petrelctl ]] && ls ctl/cmd/petrelctl/*.go >/dev/null 2>&1; then \
+		echo "go build petrelctl"; go build -o bin/petrelctl ./ctl/cmd/petrelctl; fi
 
 ## run: run Petrel on this machine (all services, dependencies on loopback)
 run: build
@@ -66,7 +68,7 @@ vet:
 	go vet $(PKGS)
 
 fmt-check:
-	@out=$$(gofmt -l platform services proto/gen/go); \
+	@out=$$(gofmt -l platform services proto/gen/go ctl); \
 	if [[ -n "$$out" ]]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 
 ## proto: regenerate proto/gen/go from proto/petrel

@@ -1,0 +1,3 @@
+module github.com/petrel-mail/petrel/ctl
+
+go 1.26.0
