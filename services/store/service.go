@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -110,8 +111,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	}); err != nil {
 		return nil, err
 	}
-	// Directory and admin services register here as well.
 	server.Register(s.GRPC, mailboxes, messages)
+	if err := s.registerDirectory(log, reg); err != nil {
+		return nil, err
+	}
 
 	if s.GC, err = gc.New(gc.Options{
 		Repo: s.Repo, Blobs: s.Blobs, Grace: cfg.GCGrace, Retention: cfg.ExpungeRetention,
@@ -120,6 +123,46 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, err
 	}
 	return s, nil
+}
+
+// registerDirectory builds authentication (argon2id, throttling, session
+// tokens) over the repository and registers DirectoryService and
+// AdminService.
+func (s *Service) registerDirectory(log *slog.Logger, reg prometheus.Registerer) error {
+	hasher, err := auth.NewHasher(auth.Params{})
+	if err != nil {
+		return err
+	}
+	metrics, err := auth.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	throttler, err := auth.NewThrottler(auth.ThrottleOptions{}, metrics)
+	if err != nil {
+		return err
+	}
+	authn, err := auth.NewAuthenticator(auth.AuthenticatorOptions{
+		Source:    server.NewCredentialSource(s.Repo),
+		Hasher:    hasher,
+		Tokens:    s.Tokens,
+		Throttler: throttler,
+		Metrics:   metrics,
+		Logger:    log.With("component", "auth"),
+	})
+	if err != nil {
+		return err
+	}
+	dir, err := server.NewDirectoryServer(server.DirectoryOptions{Repo: s.Repo, Authenticator: authn, Logger: log})
+	if err != nil {
+		return err
+	}
+	adm, err := server.NewAdminServer(server.AdminOptions{Repo: s.Repo, Hasher: hasher, Logger: log})
+	if err != nil {
+		return err
+	}
+	storev1.RegisterDirectoryServiceServer(s.GRPC, dir)
+	storev1.RegisterAdminServiceServer(s.GRPC, adm)
+	return nil
 }
 
 // Close releases the connections.

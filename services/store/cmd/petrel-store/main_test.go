@@ -100,6 +100,45 @@ func TestBinary(t *testing.T) {
 			t.Fatalf("mailbox call with a service token: %v", err)
 		}
 
+		// Directory and admin are wired: the operator creates an account,
+		// a login through the smtp service token gives a session token, and
+		// the session sees its INBOX.
+		opTok, err := storeclient.ReadTokenFile(filepath.Join(dataDir, "operator.token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, err := storeclient.Dial(addrs["grpc"], storeclient.Options{Insecure: true, Token: opTok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer op.Close()
+		if _, err := op.Admin.CreateTenant(ctx, &storev1.CreateTenantRequest{Name: "default"}); err != nil {
+			t.Fatalf("create tenant: %v", err)
+		}
+		if _, err := op.Admin.CreateDomain(ctx, &storev1.CreateDomainRequest{Name: "bin.test"}); err != nil {
+			t.Fatalf("create domain: %v", err)
+		}
+		if _, err := op.Admin.CreateAccount(ctx, &storev1.CreateAccountRequest{Address: "ann@bin.test", Password: "correct horse"}); err != nil {
+			t.Fatalf("create account: %v", err)
+		}
+		smtpTok, err := storeclient.ReadTokenFile(filepath.Join(dataDir, "smtp.token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sm, err := storeclient.Dial(addrs["grpc"], storeclient.Options{Insecure: true, Token: smtpTok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sm.Close()
+		login, err := sm.Directory.Authenticate(ctx, &storev1.AuthenticateRequest{Username: "ann@bin.test", Password: "correct horse", Service: "submission", RemoteIp: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("authenticate: %v", err)
+		}
+		list, err := sm.Mailboxes.ListMailboxes(storeclient.WithToken(ctx, login.SessionToken), &storev1.ListMailboxesRequest{Pattern: "*"})
+		if err != nil || len(list.Mailboxes) != 1 || list.Mailboxes[0].Name != "INBOX" {
+			t.Fatalf("session LIST = %v, %v", list, err)
+		}
+
 		if code := p.Terminate(t); code != 0 {
 			t.Fatalf("exit code %d after SIGTERM:\n%s", code, p.Output())
 		}
