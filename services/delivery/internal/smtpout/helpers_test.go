@@ -46,13 +46,14 @@ type mx struct {
 	dataBlock chan struct{} // if set, Data waits for it to close
 	inData    chan struct{} // if set, Data signals here on entry
 
-	mu          sync.Mutex
-	msgs        []received
-	conns       int
-	mails       int
-	ehlo        []string
-	active, max int
-	logouts     int
+	mu      sync.Mutex
+	msgs    []received
+	conns   int
+	mails   int
+	ehlo    []string
+	active  int // sessions open
+	tx, max int // transactions in progress (MAIL to end of DATA), and their maximum
+	logouts int
 }
 
 type mxSession struct {
@@ -61,10 +62,25 @@ type mxSession struct {
 	from  string
 	opts  smtp.MailOptions
 	rcpts []string
+	inTx  bool
 }
 
-func (s *mxSession) Reset() { s.from, s.rcpts = "", nil }
+func (s *mxSession) Reset() {
+	s.endTx()
+	s.from, s.rcpts = "", nil
+}
+
+func (s *mxSession) endTx() {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if s.inTx {
+		s.inTx = false
+		s.m.tx--
+	}
+}
+
 func (s *mxSession) Logout() error {
+	s.endTx()
 	s.m.mu.Lock()
 	s.m.active--
 	s.m.logouts++
@@ -75,10 +91,14 @@ func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
 	s.m.mu.Lock()
 	s.m.mails++
 	s.m.ehlo = append(s.m.ehlo, s.conn.Hostname())
-	s.m.mu.Unlock()
 	if s.m.mailReply != nil {
+		s.m.mu.Unlock()
 		return s.m.mailReply
 	}
+	s.m.tx++
+	s.m.max = max(s.m.max, s.m.tx)
+	s.inTx = true
+	s.m.mu.Unlock()
 	s.from = from
 	if opts != nil {
 		s.opts = *opts
@@ -93,6 +113,8 @@ func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	return nil
 }
 func (s *mxSession) Data(r io.Reader) error {
+	// The transaction ends before the reply to the final dot is written.
+	defer s.endTx()
 	if s.m.inData != nil {
 		s.m.inData <- struct{}{}
 	}
@@ -118,7 +140,6 @@ func startMX(t *testing.T, ip string, port int, configure func(*mx, *smtp.Server
 		m.mu.Lock()
 		m.conns++
 		m.active++
-		m.max = max(m.max, m.active)
 		m.mu.Unlock()
 		return &mxSession{m: m, conn: c}, nil
 	}))

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +53,8 @@ func (e *env) route(domain string) route.Route {
 func newTransport(t *testing.T, mod func(*Options)) *Transport {
 	t.Helper()
 	o := Options{EHLOName: "out.petrel.test", CommandTimeout: 5 * time.Second, DataBlockTimeout: 5 * time.Second,
-		FinalDotTimeout: 5 * time.Second, DialTimeout: 2 * time.Second}
+		FinalDotTimeout: 5 * time.Second, DialTimeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
 	if mod != nil {
 		mod(&o)
 	}
@@ -461,7 +463,7 @@ func TestPerDestinationConcurrencyLimit(t *testing.T) {
 	server.mu.Lock()
 	defer server.mu.Unlock()
 	if server.max != 1 || server.conns != 2 {
-		t.Errorf("max concurrent sessions %d over %d connections; want 1 over 2", server.max, server.conns)
+		t.Errorf("max concurrent transactions %d over %d connections; want 1 over 2", server.max, server.conns)
 	}
 	tr.limit.mu.Lock()
 	defer tr.limit.mu.Unlock()
