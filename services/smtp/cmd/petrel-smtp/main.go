@@ -78,17 +78,37 @@ func serve(cfg smtp.Config, log *slog.Logger) error {
 	}
 	addrs := map[string]string{"metrics": metricsLn.Addr().String()}
 
-	log.Info("listening", "metrics", addrs["metrics"])
+	ctx := context.Background()
+	svc, err := smtp.New(ctx, cfg, log, reg, ready)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	var group smtp.Group
+	for _, l := range svc.Listeners {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			return fmt.Errorf("%s listener: %w", l.Name, err)
+		}
+		addrs[l.Name] = ln.Addr().String()
+		if ln, err = l.Listen(ln); err != nil {
+			return err
+		}
+		group.Add(l, ln)
+	}
+
+	log.Info("listening", "addrs", addrs)
 	if cfg.AddrFile != "" {
 		if err := lifecycle.WriteAddrFile(cfg.AddrFile, addrs); err != nil {
 			return err
 		}
 	}
-	return lifecycle.Run(context.Background(), lifecycle.Options{
+	return lifecycle.Run(ctx, lifecycle.Options{
 		Logger:      log,
 		Grace:       cfg.ShutdownGrace,
 		BeforeDrain: ready.SetDraining,
 	},
 		lifecycle.Server("telemetry", tel, metricsLn),
+		&group,
 	)
 }

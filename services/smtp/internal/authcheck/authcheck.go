@@ -57,6 +57,15 @@ type Result struct {
 	RejectReason string
 }
 
+// Filter is an optional ability of an Authenticator: Stored returns the
+// message as it must be stored, given the message as received (e.g.
+// without Authentication-Results fields that forge our authserv-id, RFC
+// 8601 §5). Ingest applies it after Check, so Check sees the message the
+// sender signed and the stored object carries only our own results.
+type Filter interface {
+	Stored(msg io.Reader) io.Reader
+}
+
 // Nop accepts everything and adds no header. It is for tests and
 // deployments that do not evaluate sender authentication.
 type Nop struct{}

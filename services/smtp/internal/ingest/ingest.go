@@ -292,6 +292,9 @@ func (in *Ingester) Accept(ctx context.Context, env *Envelope, body io.Reader) (
 		}
 		prefix += res.Header
 		msg = sp.Reader()
+		if f, ok := in.o.Authenticator.(authcheck.Filter); ok {
+			msg = f.Stored(msg)
+		}
 	}
 
 	c := &counter{r: io.MultiReader(strings.NewReader(prefix), msg), h: sha256.New()}

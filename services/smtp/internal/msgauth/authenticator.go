@@ -2,6 +2,7 @@ package msgauth
 
 import (
 	"context"
+	"io"
 
 	"github.com/petrel-mail/petrel/services/smtp/internal/authcheck"
 )
@@ -18,7 +19,15 @@ type Authenticator struct {
 	RejectDMARC bool
 }
 
-var _ authcheck.Authenticator = Authenticator{}
+var (
+	_ authcheck.Authenticator = Authenticator{}
+	_ authcheck.Filter        = Authenticator{}
+)
+
+// Stored implements authcheck.Filter: incoming Authentication-Results
+// fields claiming our authserv-id are forgeries and are removed (RFC 8601
+// §5).
+func (a Authenticator) Stored(msg io.Reader) io.Reader { return a.Verifier.StripOwnResults(msg) }
 
 // Check implements authcheck.Authenticator. It reads in.Message to the end.
 func (a Authenticator) Check(ctx context.Context, in authcheck.CheckInput) (authcheck.Result, error) {

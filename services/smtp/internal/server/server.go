@@ -33,6 +33,8 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -87,7 +89,11 @@ type Options struct {
 	// MaxTransactions bounds MAIL commands per session; default 100.
 	MaxTransactions int
 	// MaxAuthAttempts bounds AUTH commands per session; default 3.
-	MaxAuthAttempts     int
+	MaxAuthAttempts int
+	// MaxCommands bounds commands outside mail transactions (NOOP, RSET,
+	// VRFY, HELP, unknown ones) per session; past it the session gets 421
+	// and is closed. Default 100.
+	MaxCommands         int
 	IdleTimeout         time.Duration // default 5m (RFC 5321 §4.5.3.2)
 	SessionTimeout      time.Duration // default 30m
 	TLSHandshakeTimeout time.Duration // default 10s
@@ -117,6 +123,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxTransactions == 0 {
 		o.MaxTransactions = 100
+	}
+	if o.MaxCommands == 0 {
+		o.MaxCommands = 100
 	}
 	if o.MaxAuthAttempts == 0 {
 		o.MaxAuthAttempts = 3
@@ -156,7 +165,10 @@ type Server struct {
 	o    Options
 	m    *Metrics
 	smtp *smtp.Server
-	ln   *listener
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	lns      []*listener
 }
 
 // New returns a Server of the given kind. Options are copied.
@@ -194,6 +206,9 @@ func (s *Server) Kind() Kind { return s.kind }
 // caller if the listener needs it) until Close or Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	l := newListener(ln, s)
+	s.mu.Lock()
+	s.lns = append(s.lns, l)
+	s.mu.Unlock()
 	err := s.smtp.Serve(l)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
@@ -202,17 +217,74 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Close stops the listener and drops every session.
-func (s *Server) Close() error { return s.smtp.Close() }
-
-// Shutdown stops accepting and waits for sessions to end until ctx is
-// done, then drops the rest.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.smtp.Shutdown(ctx)
-	if err != nil {
-		_ = s.smtp.Close()
+func (s *Server) Close() error {
+	err := s.smtp.Close()
+	if errors.Is(err, smtp.ErrServerClosed) {
+		err = nil
+	}
+	for _, l := range s.listeners() {
+		if e := l.stop(); e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
+			err = e
+		}
 	}
 	return err
 }
+
+func (s *Server) listeners() []*listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*listener(nil), s.lns...)
+}
+
+// Shutdown drains (ARCHITECTURE.md, "Scaling and failure"): new
+// connections are answered 421 and closed, a session that starts a new
+// transaction gets 421, and sessions have until shortly before ctx's
+// deadline to finish; those still open then get "421 4.3.2" and are
+// closed (RFC 5321 §3.8), rather than being cut without a word. A margin
+// before the deadline is kept for those goodbyes, so that the drain ends
+// within the grace the caller gave. A client told 421 retries later; no
+// message it was not given a 250 for is lost.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	soft := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		margin := min(2*time.Second, time.Until(dl)/5)
+		var cancel context.CancelFunc
+		soft, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+		defer cancel()
+	}
+	err := s.smtp.Shutdown(soft)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		err = nil
+	}
+	if err != nil {
+		// Sessions remain: tell them, then wait for their goroutines
+		// to see the closed connections.
+		told := 0
+		for _, l := range s.listeners() {
+			for _, c := range l.open() {
+				c.goodbye(replyShuttingDown)
+				told++
+			}
+		}
+		s.o.Logger.Info("drain ended; open sessions told 421", "listener", s.kind.String(), "sessions", told)
+		err = nil
+		for _, l := range s.listeners() {
+			if e := l.waitIdle(ctx); e != nil {
+				err = e
+			}
+		}
+	}
+	for _, l := range s.listeners() {
+		if e := l.stop(); e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
 
 // errorLog receives go-smtp's internal errors; a recovered panic is
 // counted, since a session panic is a bug (CONVENTIONS: tests fail on one).

@@ -38,6 +38,7 @@ var (
 	errAuthTempFail    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
 	errAuthTooMany     = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many authentication failures, try again later"}
 	errAuthFailed      = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	errShuttingDown    = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 	errNoAuthHere      = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH not available on this port, use submission"}
 )
 
@@ -46,10 +47,11 @@ var (
 // a refused chunk), so the transaction state is under mu and Data works on
 // a copy.
 type session struct {
-	s   *Server
-	c   *smtp.Conn
-	ip  netip.Addr
-	tls bool
+	s    *Server
+	c    *smtp.Conn
+	conn *timedConn // nil when not served by our listener
+	ip   netip.Addr
+	tls  bool
 
 	mu           sync.Mutex
 	auth         *directory.Session
@@ -62,9 +64,27 @@ type session struct {
 	tenant       string
 }
 
+// newSession runs on EHLO/HELO, again after STARTTLS, always in the
+// connection's goroutine.
 func newSession(s *Server, c *smtp.Conn) *session {
 	_, isTLS := c.TLSConnectionState()
-	return &session{s: s, c: c, ip: remoteIP(c.Conn().RemoteAddr()), tls: isTLS}
+	sess := &session{s: s, c: c, ip: remoteIP(c.Conn().RemoteAddr()), tls: isTLS}
+	if tc := baseConn(c.Conn()); tc != nil {
+		sess.conn = tc
+		top := c.Conn()
+		tc.top.Store(&top)
+		// The EHLO reply: one line per extension (go-smtp offers at
+		// most about 15), plus TLS records around a STARTTLS.
+		tc.earn(20)
+	}
+	return sess
+}
+
+// earn credits reply lines to transaction work (see timedConn).
+func (s *session) earn(n int) {
+	if s.conn != nil {
+		s.conn.earn(n)
+	}
 }
 
 func (s *session) log() []any {
@@ -98,6 +118,14 @@ func (s *session) submission() bool { return s.s.kind != MX }
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.earn(1)
+	if s.s.draining.Load() {
+		// Draining: no new transaction; the 421 ends the session.
+		if s.conn != nil {
+			s.conn.closeAfterWrite.Store(true)
+		}
+		return s.reject(errShuttingDown, "shutting_down")
+	}
 	s.transactions++
 	if s.transactions > s.s.o.MaxTransactions {
 		return s.reject(errTooManyTx, "transaction_limit")
@@ -131,6 +159,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.earn(1)
 	ctx, cancel := s.ctx()
 	defer cancel()
 	res, err := s.s.o.Directory.ResolveRecipient(ctx, to, s.mailOpts.Size)
@@ -254,6 +283,8 @@ func (s *session) checkFrom(ctx context.Context, token string, addrs []string) e
 }
 
 func (s *session) Data(r io.Reader) error {
+	// 354 (DATA) or a chunk reply (BDAT), and the final reply.
+	s.earn(2)
 	env := s.envelope()
 	if len(env.Recipients) == 0 {
 		// Cannot happen: go-smtp refuses DATA without RCPT. Refuse
@@ -334,6 +365,8 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if !s.authAllowed() {
 		return nil, errEncryptionReq
 	}
+	// 334 challenges and the final reply (LOGIN: two prompts).
+	s.earn(3)
 	s.mu.Lock()
 	s.authAttempts++
 	attempts := s.authAttempts
