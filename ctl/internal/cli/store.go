@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 
 	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/petrel-mail/petrel/services/store/storeclient"
 )
 
 // The JSON shapes of -o json: stable snake_case fields that scripts can
@@ -359,7 +362,7 @@ func init() {
 
 		&command{path: "domain add", args: "DOMAIN [--tenant NAME]", summary: "add a domain (to the default tenant unless --tenant)", minArgs: 1, maxArgs: 1,
 			setup: func(fs *flag.FlagSet) runFunc {
-				tenant := fs.String("tenant", "", "tenant that owns the domain (default: \"default\")")
+				tenant := fs.String("tenant", "", "tenant that owns the domain (default: \"default\", created on first use)")
 				return func(ctx context.Context, inv *invocation) error {
 					inv.what = inv.args[0]
 					cl, err := inv.store()
@@ -367,6 +370,9 @@ func init() {
 						return err
 					}
 					resp, err := cl.Admin.CreateDomain(ctx, &storev1.CreateDomainRequest{Tenant: *tenant, Name: inv.args[0]})
+					if errors.Is(err, storeclient.ErrNotFound) && *tenant == "" && ensureDefaultTenant(ctx, inv) {
+						resp, err = cl.Admin.CreateDomain(ctx, &storev1.CreateDomainRequest{Name: inv.args[0]})
+					}
 					if err != nil {
 						return err
 					}
@@ -620,6 +626,28 @@ func init() {
 				})
 			}},
 	)
+}
+
+// defaultTenant is the tenant the store puts an operator's domains in
+// when the request names none (admin.proto).
+const defaultTenant = "default"
+
+// ensureDefaultTenant creates the default tenant when it is missing, as
+// on a fresh installation, and reports whether it did: the store resolves
+// an operator's unnamed tenant to it but does not create it. For a
+// tenant admin (who may not create tenants) it does nothing.
+func ensureDefaultTenant(ctx context.Context, inv *invocation) bool {
+	ts, err := inv.client.Admin.ListTenants(ctx, &storev1.ListTenantsRequest{})
+	if err != nil {
+		return false
+	}
+	for _, t := range ts.GetTenants() {
+		if t.GetName() == defaultTenant {
+			return false
+		}
+	}
+	_, err = inv.client.Admin.CreateTenant(ctx, &storev1.CreateTenantRequest{Name: defaultTenant})
+	return err == nil || errors.Is(err, storeclient.ErrExists)
 }
 
 // deleter runs a delete call on the object named by the first argument
