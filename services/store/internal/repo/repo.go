@@ -184,6 +184,9 @@ const (
 )
 
 // MessageMeta is one message's metadata, with only the requested fields set.
+// Size, Parts and Header describe the message as served: its HeaderPrefix
+// (if any) followed by the object's bytes, so every offset and length
+// already counts the prefix.
 type MessageMeta struct {
 	UID           uint32
 	ModSeq        uint64
@@ -197,6 +200,9 @@ type MessageMeta struct {
 	Body          []byte
 	Parts         []mimeparse.Part
 	Header        []byte
+	// HeaderPrefix is read with FetchObject: the bytes served before the
+	// object (Delivery.HeaderPrefix), nil if none.
+	HeaderPrefix []byte
 }
 
 // AppendRequest adds one message to a mailbox.
@@ -225,6 +231,20 @@ type Delivery struct {
 	Flags      Flags
 	// InternalDate: the time of delivery; zero means now.
 	InternalDate time.Time
+	// HeaderPrefix holds per-recipient header lines (Return-Path:,
+	// Delivered-To:) served before the shared object; see
+	// CheckHeaderPrefix. The message's size counts them.
+	HeaderPrefix map[int64][]byte
+	// NewObject, when set, records the object in the same transaction as
+	// the delivery (as CreateObject would) and ObjectID is ignored: one
+	// round trip for the whole delivery.
+	NewObject *NewObject
+}
+
+// NewObject is an object to record with its parsed metadata.
+type NewObject struct {
+	Key    string
+	Parsed *mimeparse.Parsed
 }
 
 // DeliveryResult is the outcome for one recipient. Err is nil, ErrOverQuota

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,8 +14,6 @@ import (
 
 	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/petrel-mail/petrel/platform/blob"
 	"github.com/petrel-mail/petrel/services/store/internal/mimeparse"
@@ -226,10 +225,8 @@ func (s *MessageServer) Deliver(ctx context.Context, req *storev1.DeliverRequest
 		return nil, s.fail(ctx, "deliver", invalid("bad blob key"))
 	}
 	for _, r := range req.GetRecipients() {
-		if len(r.GetHeaderPrefix()) > 0 {
-			// Per-recipient header lines would need their own bytes in
-			// every offset served; not supported yet.
-			return nil, status.Error(codes.Unimplemented, "header_prefix is not supported")
+		if repo.CheckHeaderPrefix(r.GetHeaderPrefix()) != nil {
+			return nil, s.fail(ctx, "deliver", invalid("header prefix must be complete header lines ending in CRLF, at most 4096 bytes"))
 		}
 	}
 	rc, _, err := s.d.Blobs.Get(ctx, key)
@@ -243,10 +240,6 @@ func (s *MessageServer) Deliver(ctx context.Context, req *storev1.DeliverRequest
 	rc.Close()
 	if err != nil {
 		return nil, s.fail(ctx, "deliver", fmt.Errorf("parse object %s: %w", key, err))
-	}
-	objectID, err := s.d.Repo.CreateObject(ctx, tenant, key, parsed)
-	if err != nil {
-		return nil, s.fail(ctx, "deliver", err)
 	}
 	date := s.d.Now()
 	if req.GetInternalDate() != nil {
@@ -283,14 +276,35 @@ func (s *MessageServer) Deliver(ctx context.Context, req *storev1.DeliverRequest
 		}
 		g.idx = append(g.idx, i)
 	}
+	// The usual delivery is one group: the object is recorded by the same
+	// repository call that links it, one round trip in all. Several groups
+	// record it first and link it once per group.
+	var objectID int64
+	newObject := &repo.NewObject{Key: key, Parsed: parsed}
+	if len(order) > 1 {
+		if objectID, err = s.d.Repo.CreateObject(ctx, tenant, key, parsed); err != nil {
+			return nil, s.fail(ctx, "deliver", err)
+		}
+		newObject = nil
+	}
 	for _, gk := range order {
 		g := groups[gk]
 		byAccount := map[int64][]int{}
-		d := repo.Delivery{TenantID: tenant, DeliveryID: req.GetDeliveryId(), Mailbox: g.mailbox, ObjectID: objectID, Flags: g.flags, InternalDate: date}
+		d := repo.Delivery{TenantID: tenant, DeliveryID: req.GetDeliveryId(), Mailbox: g.mailbox, ObjectID: objectID,
+			NewObject: newObject, Flags: g.flags, InternalDate: date}
 		for _, i := range g.idx {
-			id, _ := strconv.ParseInt(req.GetRecipients()[i].GetAccountId(), 10, 64)
+			r := req.GetRecipients()[i]
+			id, _ := strconv.ParseInt(r.GetAccountId(), 10, 64)
 			if byAccount[id] == nil {
+				// An account listed twice gets one copy, with the
+				// header lines of its first listing.
 				d.Recipients = append(d.Recipients, id)
+				if p := r.GetHeaderPrefix(); len(p) > 0 {
+					if d.HeaderPrefix == nil {
+						d.HeaderPrefix = map[int64][]byte{}
+					}
+					d.HeaderPrefix[id] = p
+				}
 			}
 			byAccount[id] = append(byAccount[id], i)
 		}
@@ -350,7 +364,8 @@ func (s *MessageServer) outcome(ctx context.Context, tenant int64, mailbox strin
 }
 
 // GetBody streams a message's bytes, whole or a range, in 64 KiB chunks;
-// the first response carries the message's size.
+// the first response carries the message's size. A delivered message's
+// header prefix comes first, then the object's bytes.
 func (s *MessageServer) GetBody(req *storev1.GetBodyRequest, stream grpc.ServerStreamingServer[storev1.GetBodyResponse]) error {
 	ctx := stream.Context()
 	sc, err := callerScope(ctx)
@@ -387,16 +402,25 @@ func (s *MessageServer) GetBody(req *storev1.GetBodyRequest, stream grpc.ServerS
 	if length == 0 {
 		return stream.Send(first)
 	}
-	rc, err := s.d.Blobs.GetRange(ctx, meta.ObjectKey, offset, length)
-	if err != nil {
-		return s.fail(ctx, "get body", fmt.Errorf("read object %s: %w", meta.ObjectKey, err))
+	// The message as served is the header prefix, then the object: the
+	// range takes what it covers of each.
+	end := offset + length
+	prefix := int64(len(meta.HeaderPrefix))
+	var src io.Reader = bytes.NewReader(meta.HeaderPrefix[min(offset, prefix):min(end, prefix)])
+	if end > prefix {
+		objOffset := max(offset-prefix, 0)
+		rc, err := s.d.Blobs.GetRange(ctx, meta.ObjectKey, objOffset, end-prefix-objOffset)
+		if err != nil {
+			return s.fail(ctx, "get body", fmt.Errorf("read object %s: %w", meta.ObjectKey, err))
+		}
+		defer rc.Close()
+		src = io.MultiReader(src, rc)
 	}
-	defer rc.Close()
 	buf := make([]byte, bodyChunk)
 	resp := first
 	var sent int64
 	for sent < length {
-		n, err := io.ReadFull(rc, buf[:min(int64(len(buf)), length-sent)])
+		n, err := io.ReadFull(src, buf[:min(int64(len(buf)), length-sent)])
 		if n > 0 {
 			resp.Chunk = buf[:n]
 			if err := stream.Send(resp); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -67,20 +68,84 @@ func keywordsOrNil(k []string) []string {
 	return k
 }
 
-// deliver calls petrel_deliver: one statement, one transaction.
-func (r *Repo) deliver(ctx context.Context, tenant int64, accounts []int64, mailboxID *int64, mailboxName *string,
-	object int64, flags repo.Flags, date time.Time, deliveryID *string) ([]repo.DeliveryResult, error) {
-	if date.IsZero() {
-		date = time.Now()
+// deliverArgs are petrel_deliver's arguments (migration 0030).
+type deliverArgs struct {
+	tenant      int64
+	accounts    []int64
+	prefixes    map[int64][]byte
+	mailboxID   *int64
+	mailboxName *string
+	object      int64 // 0: record newObject
+	newObject   *repo.NewObject
+	flags       repo.Flags
+	date        time.Time
+	deliveryID  *string
+}
+
+// deliverSQL calls petrel_deliver. Its arguments after the tenant are, in
+// order: recipients, their header prefixes, the mailbox (id or name), the
+// object id, flags, keywords, internal date, delivery id, then the object
+// to record (key, size and the object_meta columns), all NULL when the
+// object id is given.
+const deliverSQL = `SELECT account_id, status, mailbox_id, uidvalidity, uid, modseq
+	FROM petrel_deliver($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)`
+
+func (a *deliverArgs) sqlArgs() ([]any, error) {
+	accounts := slices.Clone(a.accounts)
+	slices.Sort(accounts)
+	accounts = slices.Compact(accounts)
+	var prefixes [][]byte
+	for i, id := range accounts {
+		p := a.prefixes[id]
+		if len(p) == 0 {
+			continue
+		}
+		if err := repo.CheckHeaderPrefix(p); err != nil {
+			return nil, fmt.Errorf("account %d: %w", id, err)
+		}
+		if prefixes == nil {
+			prefixes = make([][]byte, len(accounts))
+		}
+		prefixes[i] = p
+	}
+	args := []any{a.tenant, accounts, prefixes, a.mailboxID, a.mailboxName, nil,
+		int16(a.flags.System), keywordsOrNil(a.flags.Keywords), a.date, a.deliveryID}
+	if a.newObject == nil {
+		args[5] = a.object
+		return append(args, make([]any, 17)...), nil
+	}
+	key, p := a.newObject.Key, a.newObject.Parsed
+	if key == "" || p == nil {
+		return nil, fmt.Errorf("%w: object key or metadata missing", repo.ErrInvalidName)
+	}
+	parts, err := json.Marshal(p.Parts)
+	if err != nil {
+		return nil, fmt.Errorf("pgrepo: encode parts: %w", err)
+	}
+	var sent *time.Time
+	if !p.Date.IsZero() {
+		sent = &p.Date
+	}
+	return append(args, key, p.Size, nonNil(p.Envelope), nonNil(p.BodyStructure), nonNil(p.Body), parts, nonNil(p.Header),
+		p.Subject, p.From, p.To, p.Cc, p.Bcc, p.MessageID, p.InReplyTo, sent, p.Malformed, p.Text), nil
+}
+
+// deliver calls petrel_deliver: one statement, one transaction, one round
+// trip (the statement is prepared once per connection by pgx's cache).
+func (r *Repo) deliver(ctx context.Context, a deliverArgs) ([]repo.DeliveryResult, error) {
+	if a.date.IsZero() {
+		a.date = time.Now()
+	}
+	args, err := a.sqlArgs()
+	if err != nil {
+		return nil, err
 	}
 	var out []repo.DeliveryResult
-	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		out = out[:0]
 		var rows pgx.Rows
-		rows, err = r.pool.Query(ctx, `SELECT account_id, status, mailbox_id, uidvalidity, uid, modseq
-			FROM petrel_deliver($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			tenant, accounts, mailboxID, mailboxName, object, int16(flags.System), keywordsOrNil(flags.Keywords), date, deliveryID)
+		rows, err = r.pool.Query(ctx, deliverSQL, args...)
 		if err == nil {
 			var acct int64
 			var status int32
@@ -100,7 +165,10 @@ func (r *Repo) deliver(ctx context.Context, tenant int64, accounts []int64, mail
 		}
 	}
 	if isNoData(err) {
-		return nil, notFound("object %d of tenant %d", object, tenant)
+		if a.newObject != nil {
+			return nil, notFound("tenant %d or its object %q", a.tenant, a.newObject.Key)
+		}
+		return nil, notFound("object %d of tenant %d", a.object, a.tenant)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pgrepo: add message: %w", err)
@@ -110,7 +178,8 @@ func (r *Repo) deliver(ctx context.Context, tenant int64, accounts []int64, mail
 
 // Append adds a message to a mailbox (APPEND).
 func (r *Repo) Append(ctx context.Context, s repo.Scope, mailboxID int64, req repo.AppendRequest) (repo.AppendResult, error) {
-	res, err := r.deliver(ctx, s.TenantID, []int64{s.AccountID}, &mailboxID, nil, req.ObjectID, req.Flags, req.InternalDate, nil)
+	res, err := r.deliver(ctx, deliverArgs{tenant: s.TenantID, accounts: []int64{s.AccountID}, mailboxID: &mailboxID,
+		object: req.ObjectID, flags: req.Flags, date: req.InternalDate})
 	if err != nil {
 		return repo.AppendResult{}, err
 	}
@@ -120,8 +189,9 @@ func (r *Repo) Append(ctx context.Context, s repo.Scope, mailboxID int64, req re
 	return res[0].AppendResult, res[0].Err
 }
 
-// Deliver links an object into each recipient's mailbox, idempotently.
-// Results are in ascending account order.
+// Deliver links an object into each recipient's mailbox, idempotently,
+// recording the object first when d.NewObject is set, all in one
+// statement. Results are in ascending account order.
 func (r *Repo) Deliver(ctx context.Context, d repo.Delivery) ([]repo.DeliveryResult, error) {
 	name := d.Mailbox
 	if name == "" {
@@ -134,7 +204,8 @@ func (r *Repo) Deliver(ctx context.Context, d repo.Delivery) ([]repo.DeliveryRes
 	if d.DeliveryID == "" {
 		return nil, fmt.Errorf("%w: empty delivery id", repo.ErrInvalidName)
 	}
-	return r.deliver(ctx, d.TenantID, d.Recipients, nil, &name, d.ObjectID, d.Flags, d.InternalDate, &d.DeliveryID)
+	return r.deliver(ctx, deliverArgs{tenant: d.TenantID, accounts: d.Recipients, prefixes: d.HeaderPrefix, mailboxName: &name,
+		object: d.ObjectID, newObject: d.NewObject, flags: d.Flags, date: d.InternalDate, deliveryID: &d.DeliveryID})
 }
 
 // mailboxMissing turns an empty result into ErrNotFound when the mailbox
@@ -214,11 +285,11 @@ func (r *Repo) FetchMeta(ctx context.Context, s repo.Scope, mailboxID int64, uid
 	add(repo.FetchFlags, "m.flags", "m.keywords")
 	add(repo.FetchInternalDate, "m.internal_date")
 	add(repo.FetchSize, "m.size")
-	add(repo.FetchObject, "m.object_id", "o.key")
+	add(repo.FetchObject, "m.object_id", "o.key", "m.header_prefix")
 	add(repo.FetchEnvelope, "om.envelope")
 	add(repo.FetchBodyStructure, "om.bodystructure", "om.body")
-	add(repo.FetchParts, "om.parts")
-	add(repo.FetchHeader, "om.header")
+	add(repo.FetchParts, "om.parts", "coalesce(octet_length(m.header_prefix), 0)")
+	add(repo.FetchHeader, "CASE WHEN m.header_prefix IS NULL THEN om.header ELSE m.header_prefix || om.header END")
 	if fields&repo.FetchObject != 0 {
 		joins += " JOIN objects o ON o.id = m.object_id AND o.tenant_id = b.tenant_id"
 	}
@@ -242,6 +313,7 @@ func (r *Repo) FetchMeta(ctx context.Context, s repo.Scope, mailboxID int64, uid
 		flags                    int16
 		keywords                 []int64
 		parts                    []byte
+		prefixLen                int64
 		mm                       repo.MessageMeta
 	)
 	dest := []any{&uid, &modseq}
@@ -253,10 +325,10 @@ func (r *Repo) FetchMeta(ctx context.Context, s repo.Scope, mailboxID int64, uid
 	addDest(repo.FetchFlags, &flags, &keywords)
 	addDest(repo.FetchInternalDate, &mm.InternalDate)
 	addDest(repo.FetchSize, &size)
-	addDest(repo.FetchObject, &objID, &mm.ObjectKey)
+	addDest(repo.FetchObject, &objID, &mm.ObjectKey, &mm.HeaderPrefix)
 	addDest(repo.FetchEnvelope, &mm.Envelope)
 	addDest(repo.FetchBodyStructure, &mm.BodyStructure, &mm.Body)
-	addDest(repo.FetchParts, &parts)
+	addDest(repo.FetchParts, &parts, &prefixLen)
 	addDest(repo.FetchHeader, &mm.Header)
 	n := 0
 	for rows.Next() {
@@ -274,6 +346,7 @@ func (r *Repo) FetchMeta(ctx context.Context, s repo.Scope, mailboxID int64, uid
 			if err := json.Unmarshal(parts, &m.Parts); err != nil {
 				return fmt.Errorf("pgrepo: fetch: decode parts of UID %d: %w", uid, err)
 			}
+			shiftParts(m.Parts, prefixLen)
 		}
 		n++
 		if err := fn(&m); err != nil {
@@ -287,6 +360,24 @@ func (r *Repo) FetchMeta(ctx context.Context, s repo.Scope, mailboxID int64, uid
 		return r.mailboxMissing(ctx, s, mailboxID)
 	}
 	return nil
+}
+
+// shiftParts turns the object's part offsets into those of the message as
+// served, whose header block starts with n bytes of header prefix: the
+// root's header grows by n, everything else moves down by n.
+func shiftParts(parts []mimeparse.Part, n int64) {
+	if n == 0 {
+		return
+	}
+	for i := range parts {
+		p := &parts[i]
+		if p.Path == "" {
+			p.HeaderLen += n
+		} else {
+			p.HeaderOffset += n
+		}
+		p.BodyOffset += n
+	}
 }
 
 // lockMailbox takes a mailbox's row lock (lock 2) and returns its state.
@@ -482,8 +573,8 @@ func (r *Repo) copyOrMove(ctx context.Context, s repo.Scope, srcID int64, uids r
 			}
 		}
 		dstModseq := int64(dstMB.HighestModSeq) + 1
-		if _, err := tx.Exec(ctx, `INSERT INTO messages (account_id, mailbox_id, uid, modseq, flags, keywords, internal_date, size, object_id)
-			SELECT $1, $3, $4 + u.ord - 1, $5, m.flags, m.keywords, m.internal_date, m.size, m.object_id
+		if _, err := tx.Exec(ctx, `INSERT INTO messages (account_id, mailbox_id, uid, modseq, flags, keywords, internal_date, size, object_id, header_prefix)
+			SELECT $1, $3, $4 + u.ord - 1, $5, m.flags, m.keywords, m.internal_date, m.size, m.object_id, m.header_prefix
 			FROM unnest($6::bigint[]) WITH ORDINALITY AS u(uid, ord)
 			JOIN messages m ON m.account_id = $1 AND m.mailbox_id = $2 AND m.uid = u.uid`,
 			s.AccountID, srcID, dstID, base, dstModseq, srcUIDs); err != nil {
@@ -679,14 +770,10 @@ func (r *Repo) CreateObject(ctx context.Context, tenantID int64, key string, p *
 		if !inserted {
 			return nil
 		}
-		// The tsvector input is capped: a tsvector must stay under 1 MB,
-		// and the exact SEARCH match runs on body_text anyway.
+		// search (0001) is left empty: no query reads it (migration 0030).
 		_, err = tx.Exec(ctx, `INSERT INTO object_meta (object_id, envelope, bodystructure, body, parts, header,
-				subject, from_addr, to_addr, cc_addr, bcc_addr, message_id, in_reply_to, sent_date, malformed, body_text, search)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-				setweight(to_tsvector('simple', $7), 'A') ||
-				setweight(to_tsvector('simple', $8 || ' ' || $9 || ' ' || $10), 'B') ||
-				to_tsvector('simple', left($16, 262144)))`,
+				subject, from_addr, to_addr, cc_addr, bcc_addr, message_id, in_reply_to, sent_date, malformed, body_text)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 			id, nonNil(p.Envelope), nonNil(p.BodyStructure), nonNil(p.Body), parts, nonNil(p.Header),
 			p.Subject, p.From, p.To, p.Cc, p.Bcc, p.MessageID, p.InReplyTo, sent, p.Malformed, p.Text)
 		if err != nil {

@@ -34,6 +34,7 @@ func Run(t *testing.T, newRepo Factory) {
 		{"ConcurrentAppendUIDOrder", testConcurrentAppend},
 		{"DeliverIdempotent", testDeliverIdempotent},
 		{"DeliverManyRecipientsOneObject", testDeliverManyRecipients},
+		{"DeliverNewObject", testDeliverNewObject}, {"DeliverHeaderPrefix", testDeliverHeaderPrefix},
 		{"ExpungeReleasesAndCollectorDeletes", testExpungeCollect},
 		{"CollectorRacesDelivery", testCollectorRace},
 		{"Quota", testQuota},
