@@ -6,6 +6,8 @@ import (
 	"github.com/petrel-mail/petrel/platform/config"
 	"github.com/petrel-mail/petrel/platform/lifecycle"
 	"github.com/petrel-mail/petrel/platform/logging"
+	"github.com/petrel-mail/petrel/services/delivery/internal/local"
+	"github.com/petrel-mail/petrel/services/delivery/internal/retry"
 )
 
 // Name is the service name: it forms the PETREL_DELIVERY_* variables,
@@ -17,22 +19,89 @@ type Config struct {
 	Log logging.Config
 	// MetricsListen is where /metrics, /healthz and /readyz are served.
 	MetricsListen string
-	// GRPCListen is where the gRPC API and the gRPC health service listen.
+	// GRPCListen is where the queue admin API and the gRPC health service
+	// listen.
 	GRPCListen string
 	// ShutdownGrace bounds the drain after SIGTERM.
 	ShutdownGrace time.Duration
 	// AddrFile, if set, receives the bound addresses as JSON once the
 	// service listens, for tests and launchers that use port 0.
 	AddrFile string
+
+	// StoreAddr is the store's gRPC address; StoreTokenFile holds the
+	// delivery service token; StoreCAFile, when set, the CA of the store's
+	// TLS certificate (without it, plaintext gRPC, loopback only).
+	StoreAddr      string
+	StoreTokenFile string
+	StoreCAFile    string
+
+	// NATSURLs are the servers of the mail queue; NATSPrefix prefixes every
+	// stream, consumer and subject name (tests on a shared server).
+	NATSURLs   []string
+	NATSPrefix string
+
+	// Blob storage holding the raw messages smtp wrote: an S3 bucket, or a
+	// directory (BlobDir) for a single node and development.
+	S3Endpoint  string
+	S3Bucket    string
+	S3AccessKey string
+	S3SecretKey string
+	S3Region    string
+	S3TLS       bool
+	BlobDir     string
+
+	// Concurrency bounds the queue entries in work at once per replica.
+	Concurrency int
+	// Hostname names this MTA (outbound EHLO, DSN Reporting-MTA).
+	Hostname string
+
+	// Retry schedule of temporary failures (see package retry).
+	RetryFloor        time.Duration
+	RetryCeiling      time.Duration
+	DelayWarning      time.Duration
+	MaxQueueLifetime  time.Duration
+	OverQuotaBounceAt time.Duration
 }
 
 // RegisterFlags declares every setting with its default.
 func (c *Config) RegisterFlags(f *config.FlagSet) {
 	c.Log.RegisterFlags(f)
+	def := retry.Default()
 	f.String(&c.MetricsListen, "metrics-listen", "127.0.0.1:9102", "address of the HTTP server for /metrics, /healthz and /readyz (host:port)")
-	f.String(&c.GRPCListen, "grpc-listen", "127.0.0.1:7071", "address of the gRPC API and health service (host:port)")
+	f.String(&c.GRPCListen, "grpc-listen", "127.0.0.1:7071", "address of the queue admin gRPC API and health service (host:port)")
 	f.Duration(&c.ShutdownGrace, "shutdown-grace", lifecycle.DefaultGrace, "how long to let work in flight finish after SIGTERM before stopping it")
 	f.String(&c.AddrFile, "addr-file", "", "file to write the bound listen addresses to, as JSON (for port 0)")
+
+	f.String(&c.StoreAddr, "store-addr", "127.0.0.1:7070", "gRPC address of the store (recipients, local delivery, admin token checks)")
+	f.String(&c.StoreTokenFile, "store-token-file", "", "file holding delivery's service token for the store (required)")
+	f.String(&c.StoreCAFile, "store-ca-file", "", "PEM CA of the store's TLS certificate (empty: plaintext gRPC, loopback only)")
+
+	f.StringList(&c.NATSURLs, "nats-url", []string{"nats://127.0.0.1:4222"}, "NATS server URL of the mail queue (repeat or comma-separate for a cluster)")
+	f.String(&c.NATSPrefix, "nats-subject-prefix", "", "prefix of every NATS stream, consumer and subject name (letters, digits, '-', '_'; for shared test servers)")
+
+	f.String(&c.S3Endpoint, "s3-endpoint", "", "S3 endpoint host:port (without scheme)")
+	f.String(&c.S3Bucket, "s3-bucket", "", "S3 bucket holding the raw messages")
+	f.String(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
+	f.String(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
+	f.String(&c.S3Region, "s3-region", "", "S3 region (empty: discovered)")
+	f.Bool(&c.S3TLS, "s3-tls", true, "use HTTPS to reach S3")
+	f.String(&c.BlobDir, "blob-dir", "", "read raw messages from this directory instead of S3 (single node, development)")
+
+	f.Int(&c.Concurrency, "concurrency", 32, "queue entries in work at once in this replica")
+	f.String(&c.Hostname, "hostname", "", "this MTA's host name (EHLO, DSN Reporting-MTA); default: the system host name")
+
+	f.Duration(&c.RetryFloor, "retry-floor", def.Floor, "delay before the first retry of a temporary failure; it doubles with each attempt")
+	f.Duration(&c.RetryCeiling, "retry-ceiling", def.Ceiling, "longest delay between two attempts")
+	f.Duration(&c.DelayWarning, "delay-warning", def.DelayWarning, "send the sender one delay notice once mail is this old and still queued (0: never)")
+	f.Duration(&c.MaxQueueLifetime, "max-queue-lifetime", def.Lifetime, "bounce mail still undelivered this long after it arrived")
+	f.Duration(&c.OverQuotaBounceAt, "over-quota-bounce-after", local.DefaultOverQuotaBounceAfter, "bounce mail for a full mailbox once it is this old (until then it is retried)")
+}
+
+// Schedule is the retry schedule the flags describe.
+func (c Config) Schedule() retry.Schedule {
+	s := retry.Default()
+	s.Floor, s.Ceiling, s.DelayWarning, s.Lifetime = c.RetryFloor, c.RetryCeiling, c.DelayWarning, c.MaxQueueLifetime
+	return s
 }
 
 // Validate reports every problem in c at once.
@@ -42,5 +111,25 @@ func (c Config) Validate() error {
 	v.ListenAddr("metrics-listen", c.MetricsListen)
 	v.ListenAddr("grpc-listen", c.GRPCListen)
 	v.Positive("shutdown-grace", c.ShutdownGrace)
+	v.Check(c.StoreAddr != "", "store-addr", "the store's address is required")
+	v.Check(c.StoreTokenFile != "", "store-token-file", "the delivery service token file is required")
+	v.Check(len(c.NATSURLs) > 0, "nats-url", "a NATS URL is required")
+	switch {
+	case c.BlobDir != "" && c.S3Bucket != "":
+		v.Add("blob-dir", "set either --blob-dir or --s3-bucket, not both")
+	case c.BlobDir == "":
+		v.Check(c.S3Bucket != "", "s3-bucket", "a bucket is required (or --blob-dir)")
+		v.Check(c.S3Endpoint != "", "s3-endpoint", "an endpoint is required with --s3-bucket")
+		v.Check(c.S3AccessKey != "" && c.S3SecretKey != "", "s3-access-key", "--s3-access-key and --s3-secret-key are required with --s3-bucket")
+	}
+	v.Check(c.Concurrency > 0, "concurrency", "must be positive")
+	v.Positive("retry-floor", c.RetryFloor)
+	v.Positive("max-queue-lifetime", c.MaxQueueLifetime)
+	v.Positive("over-quota-bounce-after", c.OverQuotaBounceAt)
+	if c.RetryFloor > 0 && c.MaxQueueLifetime > 0 {
+		if err := c.Schedule().Validate(); err != nil {
+			v.Add("retry-ceiling", "%v", err)
+		}
+	}
 	return v.Err()
 }

@@ -5,6 +5,11 @@ go 1.26.0
 require github.com/petrel-mail/petrel/platform v0.0.0
 
 require (
+	github.com/nats-io/nats.go v1.55.0
+	github.com/petrel-mail/petrel/services/store v0.0.0
+)
+
+require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/emersion/go-message v0.18.2
@@ -39,3 +44,5 @@ require (
 replace github.com/petrel-mail/petrel/platform => ../../platform
 
 replace github.com/petrel-mail/petrel/proto/gen/go => ../../proto/gen/go
+
+replace github.com/petrel-mail/petrel/services/store => ../store

@@ -13,9 +13,9 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/petrel-mail/petrel/platform/config"
-	"github.com/petrel-mail/petrel/platform/grpcx"
 	"github.com/petrel-mail/petrel/platform/lifecycle"
 	"github.com/petrel-mail/petrel/platform/logging"
 	"github.com/petrel-mail/petrel/platform/telemetry"
@@ -73,26 +73,23 @@ func serve(cfg delivery.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	startCtx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	svc, err := delivery.New(startCtx, cfg, log, reg, ready)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
 	metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
-	}
-	addrs := map[string]string{"metrics": metricsLn.Addr().String()}
-
-	grpcServer, err := grpcx.NewServer(grpcx.ServerOptions{
-		Logger:     log,
-		Registry:   reg,
-		Readiness:  ready,
-		Reflection: true,
-	})
-	if err != nil {
-		return err
 	}
 	grpcLn, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		return fmt.Errorf("gRPC listener: %w", err)
 	}
-	addrs["grpc"] = grpcLn.Addr().String()
+	addrs := map[string]string{"metrics": metricsLn.Addr().String(), "grpc": grpcLn.Addr().String()}
 
 	log.Info("listening", "metrics", addrs["metrics"], "grpc", addrs["grpc"])
 	if cfg.AddrFile != "" {
@@ -106,6 +103,10 @@ func serve(cfg delivery.Config, log *slog.Logger) error {
 		BeforeDrain: ready.SetDraining,
 	},
 		lifecycle.Server("telemetry", tel, metricsLn),
-		lifecycle.Server("grpc", grpcServer, grpcLn),
+		lifecycle.Server("grpc", svc.GRPC, grpcLn),
+		svc.ConsumerComponent(),
 	)
 }
+
+// startTimeout bounds connecting to NATS and declaring the streams.
+const startTimeout = 30 * time.Second
