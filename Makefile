@@ -31,6 +31,7 @@ FUZZ_TIME ?= 30s
 export GOFLAGS := -buildvcs=false
 
 include mk/deploy.mk
+include mk/bench-smtp.mk
 
 .PHONY: all build run dev test test-go lint vet fmt-check proto proto-check tools bench fuzz deps clean
 

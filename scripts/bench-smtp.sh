@@ -84,7 +84,7 @@ for _ in $(seq 1 300); do [[ -s $TMP/dir.addr ]] && break; sleep 0.1; done
 "$TMP/petrel-smtp" --log-level=warn --metrics-listen=127.0.0.1:0 \
 	--mx-listen="127.0.0.1:$PETREL_PORT" --submission-listen= --submissions-listen= \
 	--hostname=mx.bench.test --store-addr="$(cat "$TMP/dir.addr")" --store-token-file="$TMP/smtp.token" \
-	--nats-url="$PETREL_TEST_NATS_URL" --nats-prefix="$NATS_PREFIX" \
+	--nats-url="$PETREL_TEST_NATS_URL" --nats-subject-prefix="$NATS_PREFIX" \
 	--s3-endpoint="$PETREL_TEST_S3_ENDPOINT" --s3-bucket="$BUCKET" --s3-tls=false \
 	--s3-access-key="$PETREL_TEST_S3_ACCESS_KEY" --s3-secret-key="$PETREL_TEST_S3_SECRET_KEY" \
 	--check-sender-auth=false --max-conns-per-network=0 2>"$TMP/petrel-smtp.log" &

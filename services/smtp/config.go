@@ -122,7 +122,7 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.String(&c.StoreCAFile, "store-ca-file", "", "PEM CA of the store's TLS certificate (empty: plaintext gRPC, loopback only)")
 
 	f.StringList(&c.NATSURLs, "nats-url", []string{"nats://127.0.0.1:4222"}, "NATS server URL of the mail queue (repeat or comma-separate for a cluster)")
-	f.String(&c.NATSPrefix, "nats-prefix", "", "prefix of the queue stream and subject names (letters, digits, '-', '_'; for shared test servers)")
+	f.String(&c.NATSPrefix, "nats-subject-prefix", "", "prefix of the queue stream and subject names (letters, digits, '-', '_'; for shared test servers)")
 
 	f.String(&c.S3Endpoint, "s3-endpoint", "", "S3 endpoint host:port (without scheme)")
 	f.String(&c.S3Bucket, "s3-bucket", "", "S3 bucket holding the raw messages")
@@ -180,7 +180,7 @@ func (c Config) Validate() error {
 	v.Check(c.StoreTokenFile != "", "store-token-file", "smtp's service token file is required")
 	v.Check(len(c.NATSURLs) > 0, "nats-url", "a NATS URL is required")
 	if err := (natsx.Options{Prefix: c.NATSPrefix}).Validate(); err != nil {
-		v.Add("nats-prefix", "%v", err)
+		v.Add("nats-subject-prefix", "%v", err)
 	}
 	switch {
 	case c.BlobDir != "" && c.S3Bucket != "":

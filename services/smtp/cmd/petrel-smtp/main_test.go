@@ -105,7 +105,7 @@ func setup(t *testing.T) deps {
 		"--mx-listen=127.0.0.1:0", "--submission-listen=127.0.0.1:0", "--submissions-listen=127.0.0.1:0",
 		"--hostname=mx.example.test", "--dev-self-signed",
 		"--store-addr=" + storeAddr, "--store-token-file=" + tokenFile,
-		"--nats-url=" + testenv.NATSURL(t), "--nats-prefix=" + nopts.Prefix,
+		"--nats-url=" + testenv.NATSURL(t), "--nats-subject-prefix=" + nopts.Prefix,
 		"--s3-endpoint=" + b.Endpoint, "--s3-bucket=" + b.Bucket, "--s3-access-key=" + b.AccessKey,
 		"--s3-secret-key=" + b.SecretKey, "--s3-tls=false",
 		// No DNS in the test: sender authentication is covered by
@@ -248,7 +248,7 @@ func TestBadConfig(t *testing.T) {
 		out, _ := cmd.CombinedOutput()
 		return cmd.ProcessState.ExitCode(), string(out)
 	}
-	code, out := run("--metrics-listen=nonsense", "--shutdown-grace=-1s", "--mx-listen=nope", "--submissions-listen=127.0.0.1:0", "--nats-prefix=a.b", "--max-recipients=0")
+	code, out := run("--metrics-listen=nonsense", "--shutdown-grace=-1s", "--mx-listen=nope", "--submissions-listen=127.0.0.1:0", "--nats-subject-prefix=a.b", "--max-recipients=0")
 	if code != 2 {
 		t.Fatalf("exit code %d with a bad config:\n%s", code, out)
 	}
@@ -259,7 +259,7 @@ func TestBadConfig(t *testing.T) {
 		"--tls-cert-file: the submissions listener needs a certificate",
 		"--store-token-file:",
 		"--s3-bucket:",
-		"--nats-prefix:",
+		"--nats-subject-prefix:",
 		"--max-recipients: must be positive",
 	} {
 		if !strings.Contains(out, want) {
