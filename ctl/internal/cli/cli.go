@@ -102,6 +102,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		a.printUsage(a.Stdout, nil)
 		return ExitOK
 	}
+	args = globalsLast(args)
 	cmd, rest, group := findCommand(args)
 	if cmd == nil {
 		if group != "" && len(rest) > 0 && isHelp(rest[0]) {
@@ -116,6 +117,25 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		return ExitUsage
 	}
 	return a.runCommand(ctx, cmd, rest)
+}
+
+// globalsLast moves flags given before the command
+// (`petrelctl --server host:7070 domain list`) after it, where the
+// command's parser reads them.
+func globalsLast(args []string) []string {
+	i := 0
+	for i < len(args) && strings.HasPrefix(args[i], "-") && !isHelp(args[i]) && args[i] != "--" {
+		name := strings.TrimLeft(args[i], "-")
+		if strings.Contains(name, "=") || name == "tls" {
+			i++
+		} else {
+			i += 2
+		}
+	}
+	if i == 0 || i > len(args) {
+		return args
+	}
+	return append(append([]string(nil), args[i:]...), args[:i]...)
 }
 
 func isHelp(s string) bool { return s == "-h" || s == "--help" || s == "-help" || s == "help" }

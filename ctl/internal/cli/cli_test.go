@@ -177,3 +177,14 @@ func TestParseInterleaved(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 }
+
+func TestGlobalsFirst(t *testing.T) {
+	code, _, stderr := run(t, map[string]string{"PETREL_TOKEN": "x"}, "", "--server", "127.0.0.1:1", "-o=json", "--tls", "--timeout", "5s", "domain", "list")
+	if code != ExitError || !strings.Contains(stderr, "domain list") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	code, _, stderr = run(t, nil, "", "--server", "127.0.0.1:1")
+	if code != ExitUsage {
+		t.Fatalf("flags without a command: exit %d: %s", code, stderr)
+	}
+}
