@@ -1,7 +1,6 @@
 package delivery_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -264,13 +263,14 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 // consumerOpts are a consumer's settings in tests: fast backoffs.
 type consumerOpts struct {
-	js        jetstream.JetStream
-	wrap      func(queue.Attempter) queue.Attempter
-	outbound  delivery.Outbound
-	schedule  retry.Schedule
-	overQuota time.Duration
-	bouncer   queue.Bouncer
-	logs      *bytes.Buffer
+	js          jetstream.JetStream
+	wrap        func(queue.Attempter) queue.Attempter
+	outbound    delivery.Outbound
+	schedule    retry.Schedule
+	overQuota   time.Duration
+	bouncer     queue.Bouncer
+	concurrency int
+	quiet       bool
 }
 
 // runConsumer starts a delivery consumer; the returned func stops it and
@@ -289,12 +289,12 @@ func (e *env) runConsumer(co consumerOpts) (stop func()) {
 		co.js = e.js
 	}
 	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
+	if testing.Verbose() && !co.quiet {
 		log = slog.New(slog.NewTextHandler(tWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	c, err := queue.New(queue.Options{
 		JS: co.js, NATS: e.nopts, Attempter: att, Blobs: e.blobs, Schedule: co.schedule, Bouncer: co.bouncer,
-		Concurrency: 8, UnavailableBackoff: 20 * time.Millisecond, UnavailableBackoffMax: 200 * time.Millisecond,
+		Concurrency: max(co.concurrency, 8), UnavailableBackoff: 20 * time.Millisecond, UnavailableBackoffMax: 200 * time.Millisecond,
 		Logger: log,
 	})
 	if err != nil {
