@@ -3,11 +3,11 @@
 
 .PHONY: helm-lint deploy-manifests image
 
-## helm-lint: lint and render helm/petrel (defaults and ci/*-values.yaml), check the output and that deploy/ is current
+## helm-lint: check helm/petrel (required values, lint, rendered objects, each binary's --check-config with the chart's environment) and that deploy/ is current
 helm-lint:
 	bash scripts/helm.sh
 
-## deploy-manifests: regenerate deploy/kubernetes/petrel.yaml from the chart's defaults
+## deploy-manifests: regenerate deploy/kubernetes/petrel.yaml from the chart with deploy/kubernetes/values.yaml
 deploy-manifests:
 	bash scripts/helm.sh render deploy/kubernetes/petrel.yaml
 
