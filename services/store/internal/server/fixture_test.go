@@ -60,7 +60,7 @@ type fixtureOptions struct {
 	maxSize    int64
 }
 
-func newFixture(t *testing.T, o fixtureOptions) *fixture {
+func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	repoOnce.Do(func() {
@@ -145,7 +145,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	return f
 }
 
-func ctxTimeout(t *testing.T) context.Context {
+func ctxTimeout(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -153,7 +153,7 @@ func ctxTimeout(t *testing.T) context.Context {
 
 // account creates an account and returns its scope and a context that
 // carries its session token.
-func (f *fixture) account(t *testing.T) (repo.Scope, context.Context) {
+func (f *fixture) account(t testing.TB) (repo.Scope, context.Context) {
 	t.Helper()
 	a, err := f.repo.CreateAccount(context.Background(), f.tenant.ID, f.domain.ID, fmt.Sprintf("user%d", f.n.Add(1)), "")
 	if err != nil {
@@ -167,7 +167,7 @@ func (f *fixture) account(t *testing.T) (repo.Scope, context.Context) {
 }
 
 // service returns a context carrying a service token.
-func (f *fixture) service(t *testing.T, name string) context.Context {
+func (f *fixture) service(t testing.TB, name string) context.Context {
 	t.Helper()
 	tok, _, err := f.tokens.Issue(auth.Principal{Kind: auth.KindService, Service: name}, time.Hour)
 	if err != nil {

@@ -18,3 +18,14 @@ func TestUIDArraysMerge(t *testing.T) {
 		t.Fatalf("all: %v %v", lo, hi)
 	}
 }
+
+func TestUIDRanges(t *testing.T) {
+	got := uidRanges([]int64{1, 2, 3, 5, 7, 8, 4294967295})
+	want := []repo.UIDRange{{Start: 1, Stop: 3}, {Start: 5, Stop: 5}, {Start: 7, Stop: 8}, {Start: 4294967295, Stop: 4294967295}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v", got)
+	}
+	if got := uidRanges(nil); got != nil {
+		t.Fatalf("empty: %v", got)
+	}
+}
