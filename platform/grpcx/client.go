@@ -91,6 +91,11 @@ func Dial(target string, opts ClientOptions) (*grpc.ClientConn, error) {
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOptions(opts.TracerProvider, opts.Propagator)...)),
 		grpc.WithChainUnaryInterceptor(unary...),
 		grpc.WithKeepaliveParams(ka),
+		// Spread calls over every address the target resolves to (a
+		// headless Kubernetes Service lists each pod), instead of gRPC's
+		// default of pinning the first one. A service config from the
+		// resolver still takes precedence.
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 	}
 	if opts.Dialer != nil {
 		dialOpts = append(dialOpts, grpc.WithContextDialer(opts.Dialer))
