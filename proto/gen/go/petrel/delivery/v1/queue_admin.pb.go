@@ -159,6 +159,9 @@ type RecipientState struct {
 	// The last reply, as SMTP would put it ("452 4.2.2 Mailbox full").
 	LastReply     string                 `protobuf:"bytes,4,opt,name=last_reply,json=lastReply,proto3" json:"last_reply,omitempty"`
 	LastAttemptAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_attempt_at,json=lastAttemptAt,proto3" json:"last_attempt_at,omitempty"`
+	// Host name of the remote MTA that gave last_reply; empty when the reply
+	// is ours (local delivery, no host reachable). A DSN's Remote-MTA.
+	RemoteMta     string `protobuf:"bytes,6,opt,name=remote_mta,json=remoteMta,proto3" json:"remote_mta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -226,6 +229,13 @@ func (x *RecipientState) GetLastAttemptAt() *timestamppb.Timestamp {
 		return x.LastAttemptAt
 	}
 	return nil
+}
+
+func (x *RecipientState) GetRemoteMta() string {
+	if x != nil {
+		return x.RemoteMta
+	}
+	return ""
 }
 
 // QueueItem is a queue entry with its delivery state. It is also the
@@ -803,14 +813,16 @@ var File_petrel_delivery_v1_queue_admin_proto protoreflect.FileDescriptor
 
 const file_petrel_delivery_v1_queue_admin_proto_rawDesc = "" +
 	"\n" +
-	"$petrel/delivery/v1/queue_admin.proto\x12\x12petrel.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpetrel/queue/v1/queue.proto\"\x89\x02\n" +
+	"$petrel/delivery/v1/queue_admin.proto\x12\x12petrel.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpetrel/queue/v1/queue.proto\"\xa8\x02\n" +
 	"\x0eRecipientState\x128\n" +
 	"\trecipient\x18\x01 \x01(\v2\x1a.petrel.queue.v1.RecipientR\trecipient\x12>\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2$.petrel.delivery.v1.RecipientOutcomeR\aoutcome\x12\x1a\n" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\x12\x1d\n" +
 	"\n" +
 	"last_reply\x18\x04 \x01(\tR\tlastReply\x12B\n" +
-	"\x0flast_attempt_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rlastAttemptAt\"\xeb\x02\n" +
+	"\x0flast_attempt_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rlastAttemptAt\x12\x1d\n" +
+	"\n" +
+	"remote_mta\x18\x06 \x01(\tR\tremoteMta\"\xeb\x02\n" +
 	"\tQueueItem\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.petrel.delivery.v1.QueueStateR\x05state\x121\n" +
 	"\x05entry\x18\x02 \x01(\v2\x1b.petrel.queue.v1.QueueEntryR\x05entry\x12B\n" +

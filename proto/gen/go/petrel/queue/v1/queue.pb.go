@@ -355,7 +355,13 @@ type Recipient struct {
 	OrcptType string `protobuf:"bytes,3,opt,name=orcpt_type,json=orcptType,proto3" json:"orcpt_type,omitempty"`
 	Orcpt     string `protobuf:"bytes,4,opt,name=orcpt,proto3" json:"orcpt,omitempty"`
 	// True when `smtp` resolved the address to a local account at RCPT time.
-	Local         bool `protobuf:"varint,5,opt,name=local,proto3" json:"local,omitempty"`
+	Local bool `protobuf:"varint,5,opt,name=local,proto3" json:"local,omitempty"`
+	// smtp's resolution at RCPT time of a local address: the tenant and the
+	// accounts (several for an alias) it delivers to. delivery uses it on
+	// the first attempt instead of resolving the address again; empty when
+	// not local or not resolved (delivery then resolves it).
+	TenantId      string   `protobuf:"bytes,6,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	AccountIds    []string `protobuf:"bytes,7,rep,name=account_ids,json=accountIds,proto3" json:"account_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -423,6 +429,20 @@ func (x *Recipient) GetLocal() bool {
 		return x.Local
 	}
 	return false
+}
+
+func (x *Recipient) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *Recipient) GetAccountIds() []string {
+	if x != nil {
+		return x.AccountIds
+	}
+	return nil
 }
 
 // Client describes the SMTP client that handed over the message.
@@ -530,14 +550,17 @@ const file_petrel_queue_v1_queue_proto_rawDesc = "" +
 	" \x01(\x0e2\x1a.petrel.queue.v1.DSNReturnR\x06dsnRet\x12\x1b\n" +
 	"\tdsn_envid\x18\v \x01(\tR\bdsnEnvid\x12)\n" +
 	"\x04body\x18\f \x01(\x0e2\x15.petrel.queue.v1.BodyR\x04body\x12\x1a\n" +
-	"\bsmtputf8\x18\r \x01(\bR\bsmtputf8\"\xa4\x01\n" +
+	"\bsmtputf8\x18\r \x01(\bR\bsmtputf8\"\xe2\x01\n" +
 	"\tRecipient\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x122\n" +
 	"\x06notify\x18\x02 \x03(\x0e2\x1a.petrel.queue.v1.DSNNotifyR\x06notify\x12\x1d\n" +
 	"\n" +
 	"orcpt_type\x18\x03 \x01(\tR\torcptType\x12\x14\n" +
 	"\x05orcpt\x18\x04 \x01(\tR\x05orcpt\x12\x14\n" +
-	"\x05local\x18\x05 \x01(\bR\x05local\"}\n" +
+	"\x05local\x18\x05 \x01(\bR\x05local\x12\x1b\n" +
+	"\ttenant_id\x18\x06 \x01(\tR\btenantId\x12\x1f\n" +
+	"\vaccount_ids\x18\a \x03(\tR\n" +
+	"accountIds\"}\n" +
 	"\x06Client\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
 	"\x04helo\x18\x02 \x01(\tR\x04helo\x12!\n" +

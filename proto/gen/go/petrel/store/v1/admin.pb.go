@@ -1990,7 +1990,7 @@ var File_petrel_store_v1_admin_proto protoreflect.FileDescriptor
 
 const file_petrel_store_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpetrel/store/v1/admin.proto\x12\x0fpetrel.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x01\n" +
+	"\x1bpetrel/store/v1/admin.proto\x12\x0fpetrel.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apetrel/store/v1/dkim.proto\"\xab\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -2113,7 +2113,7 @@ const file_petrel_store_v1_admin_proto_rawDesc = "" +
 	"\x15UpdateAccountResponse\x122\n" +
 	"\aaccount\x18\x01 \x01(\v2\x18.petrel.store.v1.AccountR\aaccount\"C\n" +
 	"\x13CreateAliasResponse\x12,\n" +
-	"\x05alias\x18\x01 \x01(\v2\x16.petrel.store.v1.AliasR\x05alias2\xd9\f\n" +
+	"\x05alias\x18\x01 \x01(\v2\x16.petrel.store.v1.AliasR\x05alias2\xfc\x0e\n" +
 	"\fAdminService\x12[\n" +
 	"\fCreateTenant\x12$.petrel.store.v1.CreateTenantRequest\x1a%.petrel.store.v1.CreateTenantResponse\x12X\n" +
 	"\vListTenants\x12#.petrel.store.v1.ListTenantsRequest\x1a$.petrel.store.v1.ListTenantsResponse\x12[\n" +
@@ -2132,7 +2132,10 @@ const file_petrel_store_v1_admin_proto_rawDesc = "" +
 	"\x11DeleteAppPassword\x12).petrel.store.v1.DeleteAppPasswordRequest\x1a*.petrel.store.v1.DeleteAppPasswordResponse\x12X\n" +
 	"\vCreateAlias\x12#.petrel.store.v1.CreateAliasRequest\x1a$.petrel.store.v1.CreateAliasResponse\x12X\n" +
 	"\vListAliases\x12#.petrel.store.v1.ListAliasesRequest\x1a$.petrel.store.v1.ListAliasesResponse\x12X\n" +
-	"\vDeleteAlias\x12#.petrel.store.v1.DeleteAliasRequest\x1a$.petrel.store.v1.DeleteAliasResponseB\xc3\x01\n" +
+	"\vDeleteAlias\x12#.petrel.store.v1.DeleteAliasRequest\x1a$.petrel.store.v1.DeleteAliasResponse\x12d\n" +
+	"\x0fGenerateDKIMKey\x12'.petrel.store.v1.GenerateDKIMKeyRequest\x1a(.petrel.store.v1.GenerateDKIMKeyResponse\x12[\n" +
+	"\fListDKIMKeys\x12$.petrel.store.v1.ListDKIMKeysRequest\x1a%.petrel.store.v1.ListDKIMKeysResponse\x12^\n" +
+	"\rDeleteDKIMKey\x12%.petrel.store.v1.DeleteDKIMKeyRequest\x1a&.petrel.store.v1.DeleteDKIMKeyResponseB\xc3\x01\n" +
 	"\x13com.petrel.store.v1B\n" +
 	"AdminProtoP\x01ZBgithub.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1;storev1\xa2\x02\x03PSX\xaa\x02\x0fPetrel.Store.V1\xca\x02\x0fPetrel\\Store\\V1\xe2\x02\x1bPetrel\\Store\\V1\\GPBMetadata\xea\x02\x11Petrel::Store::V1b\x06proto3"
 
@@ -2190,6 +2193,12 @@ var file_petrel_store_v1_admin_proto_goTypes = []any{
 	(*UpdateAccountResponse)(nil),     // 37: petrel.store.v1.UpdateAccountResponse
 	(*CreateAliasResponse)(nil),       // 38: petrel.store.v1.CreateAliasResponse
 	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(*GenerateDKIMKeyRequest)(nil),    // 40: petrel.store.v1.GenerateDKIMKeyRequest
+	(*ListDKIMKeysRequest)(nil),       // 41: petrel.store.v1.ListDKIMKeysRequest
+	(*DeleteDKIMKeyRequest)(nil),      // 42: petrel.store.v1.DeleteDKIMKeyRequest
+	(*GenerateDKIMKeyResponse)(nil),   // 43: petrel.store.v1.GenerateDKIMKeyResponse
+	(*ListDKIMKeysResponse)(nil),      // 44: petrel.store.v1.ListDKIMKeysResponse
+	(*DeleteDKIMKeyResponse)(nil),     // 45: petrel.store.v1.DeleteDKIMKeyResponse
 }
 var file_petrel_store_v1_admin_proto_depIdxs = []int32{
 	39, // 0: petrel.store.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
@@ -2226,25 +2235,31 @@ var file_petrel_store_v1_admin_proto_depIdxs = []int32{
 	28, // 31: petrel.store.v1.AdminService.CreateAlias:input_type -> petrel.store.v1.CreateAliasRequest
 	29, // 32: petrel.store.v1.AdminService.ListAliases:input_type -> petrel.store.v1.ListAliasesRequest
 	31, // 33: petrel.store.v1.AdminService.DeleteAlias:input_type -> petrel.store.v1.DeleteAliasRequest
-	33, // 34: petrel.store.v1.AdminService.CreateTenant:output_type -> petrel.store.v1.CreateTenantResponse
-	3,  // 35: petrel.store.v1.AdminService.ListTenants:output_type -> petrel.store.v1.ListTenantsResponse
-	5,  // 36: petrel.store.v1.AdminService.DeleteTenant:output_type -> petrel.store.v1.DeleteTenantResponse
-	34, // 37: petrel.store.v1.AdminService.CreateDomain:output_type -> petrel.store.v1.CreateDomainResponse
-	9,  // 38: petrel.store.v1.AdminService.ListDomains:output_type -> petrel.store.v1.ListDomainsResponse
-	11, // 39: petrel.store.v1.AdminService.DeleteDomain:output_type -> petrel.store.v1.DeleteDomainResponse
-	35, // 40: petrel.store.v1.AdminService.CreateAccount:output_type -> petrel.store.v1.CreateAccountResponse
-	36, // 41: petrel.store.v1.AdminService.GetAccount:output_type -> petrel.store.v1.GetAccountResponse
-	16, // 42: petrel.store.v1.AdminService.ListAccounts:output_type -> petrel.store.v1.ListAccountsResponse
-	37, // 43: petrel.store.v1.AdminService.UpdateAccount:output_type -> petrel.store.v1.UpdateAccountResponse
-	19, // 44: petrel.store.v1.AdminService.DeleteAccount:output_type -> petrel.store.v1.DeleteAccountResponse
-	22, // 45: petrel.store.v1.AdminService.CreateAppPassword:output_type -> petrel.store.v1.CreateAppPasswordResponse
-	24, // 46: petrel.store.v1.AdminService.ListAppPasswords:output_type -> petrel.store.v1.ListAppPasswordsResponse
-	26, // 47: petrel.store.v1.AdminService.DeleteAppPassword:output_type -> petrel.store.v1.DeleteAppPasswordResponse
-	38, // 48: petrel.store.v1.AdminService.CreateAlias:output_type -> petrel.store.v1.CreateAliasResponse
-	30, // 49: petrel.store.v1.AdminService.ListAliases:output_type -> petrel.store.v1.ListAliasesResponse
-	32, // 50: petrel.store.v1.AdminService.DeleteAlias:output_type -> petrel.store.v1.DeleteAliasResponse
-	34, // [34:51] is the sub-list for method output_type
-	17, // [17:34] is the sub-list for method input_type
+	40, // 34: petrel.store.v1.AdminService.GenerateDKIMKey:input_type -> petrel.store.v1.GenerateDKIMKeyRequest
+	41, // 35: petrel.store.v1.AdminService.ListDKIMKeys:input_type -> petrel.store.v1.ListDKIMKeysRequest
+	42, // 36: petrel.store.v1.AdminService.DeleteDKIMKey:input_type -> petrel.store.v1.DeleteDKIMKeyRequest
+	33, // 37: petrel.store.v1.AdminService.CreateTenant:output_type -> petrel.store.v1.CreateTenantResponse
+	3,  // 38: petrel.store.v1.AdminService.ListTenants:output_type -> petrel.store.v1.ListTenantsResponse
+	5,  // 39: petrel.store.v1.AdminService.DeleteTenant:output_type -> petrel.store.v1.DeleteTenantResponse
+	34, // 40: petrel.store.v1.AdminService.CreateDomain:output_type -> petrel.store.v1.CreateDomainResponse
+	9,  // 41: petrel.store.v1.AdminService.ListDomains:output_type -> petrel.store.v1.ListDomainsResponse
+	11, // 42: petrel.store.v1.AdminService.DeleteDomain:output_type -> petrel.store.v1.DeleteDomainResponse
+	35, // 43: petrel.store.v1.AdminService.CreateAccount:output_type -> petrel.store.v1.CreateAccountResponse
+	36, // 44: petrel.store.v1.AdminService.GetAccount:output_type -> petrel.store.v1.GetAccountResponse
+	16, // 45: petrel.store.v1.AdminService.ListAccounts:output_type -> petrel.store.v1.ListAccountsResponse
+	37, // 46: petrel.store.v1.AdminService.UpdateAccount:output_type -> petrel.store.v1.UpdateAccountResponse
+	19, // 47: petrel.store.v1.AdminService.DeleteAccount:output_type -> petrel.store.v1.DeleteAccountResponse
+	22, // 48: petrel.store.v1.AdminService.CreateAppPassword:output_type -> petrel.store.v1.CreateAppPasswordResponse
+	24, // 49: petrel.store.v1.AdminService.ListAppPasswords:output_type -> petrel.store.v1.ListAppPasswordsResponse
+	26, // 50: petrel.store.v1.AdminService.DeleteAppPassword:output_type -> petrel.store.v1.DeleteAppPasswordResponse
+	38, // 51: petrel.store.v1.AdminService.CreateAlias:output_type -> petrel.store.v1.CreateAliasResponse
+	30, // 52: petrel.store.v1.AdminService.ListAliases:output_type -> petrel.store.v1.ListAliasesResponse
+	32, // 53: petrel.store.v1.AdminService.DeleteAlias:output_type -> petrel.store.v1.DeleteAliasResponse
+	43, // 54: petrel.store.v1.AdminService.GenerateDKIMKey:output_type -> petrel.store.v1.GenerateDKIMKeyResponse
+	44, // 55: petrel.store.v1.AdminService.ListDKIMKeys:output_type -> petrel.store.v1.ListDKIMKeysResponse
+	45, // 56: petrel.store.v1.AdminService.DeleteDKIMKey:output_type -> petrel.store.v1.DeleteDKIMKeyResponse
+	37, // [37:57] is the sub-list for method output_type
+	17, // [17:37] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2255,6 +2270,7 @@ func file_petrel_store_v1_admin_proto_init() {
 	if File_petrel_store_v1_admin_proto != nil {
 		return
 	}
+	file_petrel_store_v1_dkim_proto_init()
 	file_petrel_store_v1_admin_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

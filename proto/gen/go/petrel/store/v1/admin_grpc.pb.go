@@ -36,6 +36,9 @@ const (
 	AdminService_CreateAlias_FullMethodName       = "/petrel.store.v1.AdminService/CreateAlias"
 	AdminService_ListAliases_FullMethodName       = "/petrel.store.v1.AdminService/ListAliases"
 	AdminService_DeleteAlias_FullMethodName       = "/petrel.store.v1.AdminService/DeleteAlias"
+	AdminService_GenerateDKIMKey_FullMethodName   = "/petrel.store.v1.AdminService/GenerateDKIMKey"
+	AdminService_ListDKIMKeys_FullMethodName      = "/petrel.store.v1.AdminService/ListDKIMKeys"
+	AdminService_DeleteDKIMKey_FullMethodName     = "/petrel.store.v1.AdminService/DeleteDKIMKey"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -69,6 +72,16 @@ type AdminServiceClient interface {
 	CreateAlias(ctx context.Context, in *CreateAliasRequest, opts ...grpc.CallOption) (*CreateAliasResponse, error)
 	ListAliases(ctx context.Context, in *ListAliasesRequest, opts ...grpc.CallOption) (*ListAliasesResponse, error)
 	DeleteAlias(ctx context.Context, in *DeleteAliasRequest, opts ...grpc.CallOption) (*DeleteAliasResponse, error)
+	// DKIM keys (RFC 6376) of a domain, held by the store with the private
+	// key encrypted at rest. GenerateDKIMKey makes a new key (RSA 2048 or
+	// Ed25519) under a selector and returns the TXT record to publish; the
+	// newest key of a domain signs. Errors: NOT_FOUND (no such domain, or no
+	// such key for DeleteDKIMKey), ALREADY_EXISTS (the selector is taken),
+	// INVALID_ARGUMENT (bad selector or algorithm), FAILED_PRECONDITION (the
+	// store has no secrets key configured).
+	GenerateDKIMKey(ctx context.Context, in *GenerateDKIMKeyRequest, opts ...grpc.CallOption) (*GenerateDKIMKeyResponse, error)
+	ListDKIMKeys(ctx context.Context, in *ListDKIMKeysRequest, opts ...grpc.CallOption) (*ListDKIMKeysResponse, error)
+	DeleteDKIMKey(ctx context.Context, in *DeleteDKIMKeyRequest, opts ...grpc.CallOption) (*DeleteDKIMKeyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -249,6 +262,36 @@ func (c *adminServiceClient) DeleteAlias(ctx context.Context, in *DeleteAliasReq
 	return out, nil
 }
 
+func (c *adminServiceClient) GenerateDKIMKey(ctx context.Context, in *GenerateDKIMKeyRequest, opts ...grpc.CallOption) (*GenerateDKIMKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GenerateDKIMKeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_GenerateDKIMKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListDKIMKeys(ctx context.Context, in *ListDKIMKeysRequest, opts ...grpc.CallOption) (*ListDKIMKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDKIMKeysResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDKIMKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteDKIMKey(ctx context.Context, in *DeleteDKIMKeyRequest, opts ...grpc.CallOption) (*DeleteDKIMKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteDKIMKeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteDKIMKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -280,6 +323,16 @@ type AdminServiceServer interface {
 	CreateAlias(context.Context, *CreateAliasRequest) (*CreateAliasResponse, error)
 	ListAliases(context.Context, *ListAliasesRequest) (*ListAliasesResponse, error)
 	DeleteAlias(context.Context, *DeleteAliasRequest) (*DeleteAliasResponse, error)
+	// DKIM keys (RFC 6376) of a domain, held by the store with the private
+	// key encrypted at rest. GenerateDKIMKey makes a new key (RSA 2048 or
+	// Ed25519) under a selector and returns the TXT record to publish; the
+	// newest key of a domain signs. Errors: NOT_FOUND (no such domain, or no
+	// such key for DeleteDKIMKey), ALREADY_EXISTS (the selector is taken),
+	// INVALID_ARGUMENT (bad selector or algorithm), FAILED_PRECONDITION (the
+	// store has no secrets key configured).
+	GenerateDKIMKey(context.Context, *GenerateDKIMKeyRequest) (*GenerateDKIMKeyResponse, error)
+	ListDKIMKeys(context.Context, *ListDKIMKeysRequest) (*ListDKIMKeysResponse, error)
+	DeleteDKIMKey(context.Context, *DeleteDKIMKeyRequest) (*DeleteDKIMKeyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -340,6 +393,15 @@ func (UnimplementedAdminServiceServer) ListAliases(context.Context, *ListAliases
 }
 func (UnimplementedAdminServiceServer) DeleteAlias(context.Context, *DeleteAliasRequest) (*DeleteAliasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteAlias not implemented")
+}
+func (UnimplementedAdminServiceServer) GenerateDKIMKey(context.Context, *GenerateDKIMKeyRequest) (*GenerateDKIMKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GenerateDKIMKey not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDKIMKeys(context.Context, *ListDKIMKeysRequest) (*ListDKIMKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDKIMKeys not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteDKIMKey(context.Context, *DeleteDKIMKeyRequest) (*DeleteDKIMKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteDKIMKey not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -668,6 +730,60 @@ func _AdminService_DeleteAlias_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GenerateDKIMKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GenerateDKIMKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GenerateDKIMKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GenerateDKIMKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GenerateDKIMKey(ctx, req.(*GenerateDKIMKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListDKIMKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDKIMKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDKIMKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDKIMKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDKIMKeys(ctx, req.(*ListDKIMKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteDKIMKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteDKIMKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteDKIMKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteDKIMKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteDKIMKey(ctx, req.(*DeleteDKIMKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -742,6 +858,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteAlias",
 			Handler:    _AdminService_DeleteAlias_Handler,
+		},
+		{
+			MethodName: "GenerateDKIMKey",
+			Handler:    _AdminService_GenerateDKIMKey_Handler,
+		},
+		{
+			MethodName: "ListDKIMKeys",
+			Handler:    _AdminService_ListDKIMKeys_Handler,
+		},
+		{
+			MethodName: "DeleteDKIMKey",
+			Handler:    _AdminService_DeleteDKIMKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
