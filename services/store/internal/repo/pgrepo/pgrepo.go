@@ -45,8 +45,17 @@
 // transaction cannot hold a mailbox. Deadlocks and serialization failures
 // are retried a few times.
 //
-// Append and Deliver run as one server-side function call (migration 0002):
-// one round trip, however many recipients.
+// Append and Deliver run as one server-side function call (petrel_deliver,
+// migration 0030): one round trip, however many recipients. A Deliver with
+// NewObject also records the object in that call: the existing row is
+// only read until the references are added (lock 4, last), and a new row
+// is inserted last with its final reference count; two deliveries
+// recording the same new key race on its unique index, and the loser
+// retries (serialization_failure) and finds the row.
+//
+// A message row may carry a header prefix (header lines of one recipient,
+// served before the shared object): messages.size counts it, and FetchMeta
+// returns header and part offsets of the message as served.
 //
 // # Design choices
 //
