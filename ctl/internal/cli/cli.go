@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/petrel-mail/petrel/services/store/storeclient"
 )
@@ -189,28 +190,44 @@ func (a *App) report(cmd *command, inv *invocation, err error) int {
 	}
 	code := ExitError
 	msg := err.Error()
+	target, what := inv.target, "the store"
+	if target == "" {
+		target = inv.g.server
+	}
+	if inv.targetName != "" {
+		what = inv.targetName
+	}
+	// Errors of the store come as *storeclient.Error; others (the
+	// delivery service) as plain gRPC statuses.
 	var se *storeclient.Error
-	if errors.As(err, &se) {
-		msg = se.Message
+	st, isStatus := status.FromError(err)
+	if errors.As(err, &se) || isStatus {
+		c, m := st.Code(), st.Message()
+		if se != nil {
+			c, m = se.Code, se.Message
+		}
+		msg = m
 		switch {
-		case errors.Is(err, storeclient.ErrNotFound):
+		case errors.Is(err, storeclient.ErrNotFound) || c == codes.NotFound:
 			code = ExitNotFound
-		case errors.Is(err, storeclient.ErrExists):
+		case errors.Is(err, storeclient.ErrExists) || c == codes.AlreadyExists:
 			code = ExitExists
-		case se.Code == codes.Unavailable:
-			msg = fmt.Sprintf("the store at %s is unavailable (is it running? 'make run' starts one): %s", inv.g.server, se.Message)
-		case se.Code == codes.DeadlineExceeded:
-			msg = fmt.Sprintf("no answer from the store at %s in time", inv.g.server)
-		case se.Code == codes.Unauthenticated:
-			msg = fmt.Sprintf("the store refused the admin token from %s: %s", inv.tokenSource, se.Message)
-		case se.Code == codes.PermissionDenied:
-			msg = fmt.Sprintf("the admin token from %s does not allow this: %s", inv.tokenSource, se.Message)
+		case c == codes.Unavailable:
+			msg = fmt.Sprintf("%s at %s is unavailable (is it running? 'make run' starts it): %s", what, target, m)
+		case c == codes.DeadlineExceeded:
+			msg = fmt.Sprintf("no answer from %s at %s in time", what, target)
+		case c == codes.Unauthenticated:
+			msg = fmt.Sprintf("%s refused the admin token from %s: %s", what, inv.tokenSource, m)
+		case c == codes.PermissionDenied:
+			msg = fmt.Sprintf("the admin token from %s does not allow this: %s", inv.tokenSource, m)
+		case c == codes.Unimplemented:
+			msg = fmt.Sprintf("not available: %s at %s does not implement this yet", what, target)
 		}
 		if inv.what != "" {
 			msg = inv.what + ": " + msg
 		}
 	} else if errors.Is(err, context.DeadlineExceeded) {
-		msg = fmt.Sprintf("no answer from the store at %s in time", inv.g.server)
+		msg = fmt.Sprintf("no answer from %s at %s in time", what, target)
 	}
 	fmt.Fprintf(a.Stderr, "petrelctl %s: %s\n", cmd.path, msg)
 	return code
@@ -221,7 +238,7 @@ func (a *App) report(cmd *command, inv *invocation, err error) int {
 var globalFlagNames = map[string]bool{"server": true, "token-file": true, "o": true, "output": true, "timeout": true, "tls": true, "tls-ca": true, "tls-cert": true, "tls-key": true}
 
 // groupOrder is the order help lists the command groups in.
-var groupOrder = []string{"tenant", "domain", "account", "app-password", "alias", "dns", "queue"}
+var groupOrder = []string{"tenant", "domain", "account", "app-password", "alias", "dkim", "dns", "queue"}
 
 func sortedCommands(cs []*command) []*command {
 	rank := func(c *command) int {

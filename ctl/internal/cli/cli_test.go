@@ -54,6 +54,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dns", "localhost"}, `"localhost" is not a domain name`},
 		{[]string{"dns", "example.test", "--dmarc-policy", "drop"}, "DMARC policy must be"},
 		{[]string{"queue", "show"}, "missing arguments"},
+		{[]string{"dkim", "generate", "example.test", "--algorithm", "dsa"}, "--algorithm must be rsa or ed25519"},
+		{[]string{"dkim", "delete", "example.test"}, "missing arguments"},
+		{[]string{"queue", "delete", "a", "b"}, "too many arguments"},
 		{[]string{"tenant", "add", ""}, "empty argument"},
 	} {
 		code, _, stderr := run(t, map[string]string{"PETREL_TOKEN": "unused"}, "", tc.args...)
@@ -136,11 +139,24 @@ func TestPlaintextTokenRefused(t *testing.T) {
 	}
 }
 
-func TestQueueNotAvailable(t *testing.T) {
-	for _, args := range [][]string{{"queue", "list"}, {"queue", "show", "q1"}, {"queue", "retry", "--all"}, {"queue", "delete", "q1"}, {"queue", "counts"}} {
-		code, _, stderr := run(t, nil, "", args...)
-		if code != ExitError || !strings.Contains(stderr, "not available") {
-			t.Errorf("%q: exit %d: %s", args, code, stderr)
+// TestQueueArgs: queue commands check their arguments, and never send the
+// token in plaintext off the machine.
+func TestQueueArgs(t *testing.T) {
+	env := map[string]string{"PETREL_TOKEN": "x"}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"queue", "retry"}, ExitUsage, "give a queue id or --all"},
+		{[]string{"queue", "retry", "q1", "--all"}, ExitUsage, "give a queue id or --all"},
+		{[]string{"queue", "list", "--state", "stuck"}, ExitUsage, "--state must be active, deferred or all"},
+		{[]string{"queue", "counts", "--queue-server", "192.0.2.1:7071"}, ExitError, "refusing to send a token in plaintext to 192.0.2.1:7071"},
+		{[]string{"queue", "counts", "--queue-server", "127.0.0.1:1", "--timeout", "5s"}, ExitError, "the delivery service at 127.0.0.1:1"},
+	} {
+		code, _, stderr := run(t, env, "", tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want %d, %q", tc.args, code, stderr, tc.code, tc.want)
 		}
 	}
 }

@@ -9,10 +9,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"text/tabwriter"
 
+	"google.golang.org/grpc"
+
+	"github.com/petrel-mail/petrel/platform/grpcx"
 	"github.com/petrel-mail/petrel/services/store/storeclient"
 )
 
@@ -78,11 +82,18 @@ type invocation struct {
 	what        string
 	tokenSource string
 	client      *storeclient.Client
+	// target and targetName name the server called, for error messages;
+	// empty: the store at --server.
+	target, targetName string
+	conns              []*grpc.ClientConn
 }
 
 func (inv *invocation) close() {
 	if inv.client != nil {
 		inv.client.Close()
+	}
+	for _, c := range inv.conns {
+		c.Close()
 	}
 }
 
@@ -134,6 +145,57 @@ func (inv *invocation) store() (*storeclient.Client, error) {
 	}
 	inv.client = cl
 	return cl, nil
+}
+
+// dial connects to another admin API than the store's (the delivery
+// service's queue administration) with the same token and TLS settings;
+// the token goes with every call.
+func (inv *invocation) dial(name, target string) (*grpc.ClientConn, error) {
+	inv.target, inv.targetName = target, name
+	tok, err := inv.token()
+	if err != nil {
+		return nil, err
+	}
+	opts := grpcx.ClientOptions{Extra: []grpc.DialOption{grpc.WithPerRPCCredentials(bearer(tok))}}
+	if inv.g.tls || inv.g.tlsCA != "" || inv.g.tlsCert != "" {
+		if opts.TLSConfig, err = inv.tlsConfig(); err != nil {
+			return nil, err
+		}
+	} else {
+		if !isLoopback(target) {
+			return nil, fmt.Errorf("refusing to send a token in plaintext to %s; use --tls or --tls-ca", target)
+		}
+		opts.Insecure = true
+	}
+	conn, err := grpcx.Dial(target, opts)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", target, err)
+	}
+	inv.conns = append(inv.conns, conn)
+	return conn, nil
+}
+
+// bearer sends "authorization: Bearer <token>" (RFC 6750 §2.1) with every
+// call. The transport's security is dial's business: it allows plaintext
+// only to loopback.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
+
+func isLoopback(target string) bool {
+	host := target
+	if h, _, err := net.SplitHostPort(target); err == nil {
+		host = h
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (inv *invocation) tlsConfig() (*tls.Config, error) {

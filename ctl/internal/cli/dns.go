@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"strconv"
@@ -10,12 +11,13 @@ import (
 	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
 
 	"github.com/petrel-mail/petrel/ctl/internal/dnsrecords"
+	"github.com/petrel-mail/petrel/services/store/storeclient"
 )
 
 func init() {
 	register(&command{path: "dns", args: "DOMAIN [--mx-host HOST] [--dmarc-policy none|quarantine|reject] [--rua ADDRESS]",
-		summary: "show the DNS records a domain must publish (MX, SPF, DMARC)", minArgs: 1, maxArgs: 1,
-		help: "The domain must exist in the store. DKIM records are not listed yet: the store does not keep DKIM keys.",
+		summary: "show the DNS records a domain must publish (MX, SPF, DMARC, DKIM)", minArgs: 1, maxArgs: 1,
+		help: "The domain must exist in the store. DKIM records are those of the keys 'petrelctl dkim generate' made.",
 		setup: func(fs *flag.FlagSet) runFunc {
 			var opts dnsrecords.Options
 			fs.StringVar(&opts.MXHost, "mx-host", "", "host name of Petrel's MX service (default mail.DOMAIN)")
@@ -41,7 +43,22 @@ func init() {
 				if !hasDomain(resp.GetDomains(), domain) {
 					return exitError{ExitNotFound, "domain " + domain + " is not hosted here ('petrelctl domain add " + domain + "' adds it)"}
 				}
-				inv.warnf("no DKIM record: the store does not keep DKIM keys yet")
+				// DKIM: the record of every key the store holds for the
+				// domain. A store without DKIM support yet only loses the
+				// DKIM lines.
+				keys, err := cl.Admin.ListDKIMKeys(ctx, &storev1.ListDKIMKeysRequest{Domain: domain})
+				switch {
+				case errors.Is(err, storeclient.ErrUnimplemented):
+					inv.warnf("no DKIM record: the store at %s does not keep DKIM keys yet", inv.g.server)
+				case err != nil:
+					return err
+				case len(keys.GetKeys()) == 0:
+					inv.warnf("no DKIM key for %s yet: 'petrelctl dkim generate %s' makes one", domain, domain)
+				}
+				for _, k := range keys.GetKeys() {
+					records = append(records, dnsrecords.Record{Name: k.GetRecordName(), Type: "TXT", Value: k.GetRecord(),
+						Purpose: "DKIM: public key of selector " + k.GetSelector()})
+				}
 				return inv.out.result(records, func(w io.Writer) {
 					var rows [][]string
 					for _, r := range records {
