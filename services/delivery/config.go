@@ -1,6 +1,8 @@
 package delivery
 
 import (
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/petrel-mail/petrel/platform/config"
@@ -55,6 +57,27 @@ type Config struct {
 	// Hostname names this MTA (outbound EHLO, DSN Reporting-MTA).
 	Hostname string
 
+	// Outbound SMTP. DNSServer is the recursive resolver (host:port) for
+	// MX, A and AAAA look-ups; empty: the first nameserver of
+	// /etc/resolv.conf. MXPort is the port of MX hosts (25; other values
+	// for tests). LocalAddrs are the addresses this MTA receives mail on:
+	// an MX that resolves to one of them is a loop (RFC 5321 §5.1).
+	DNSServer              string
+	MXPort                 int
+	LocalAddrs             []string
+	MaxConnsPerDestination int
+	// Smarthost (host:port), when set, relays all outbound mail, over TLS
+	// (STARTTLS, or implicit TLS with SmarthostImplicitTLS), with AUTH
+	// PLAIN when SmarthostUser is set (password read from
+	// SmarthostPasswordFile).
+	Smarthost             string
+	SmarthostUser         string
+	SmarthostPasswordFile string
+	SmarthostImplicitTLS  bool
+	// DKIMKeyCache is how long a domain's signing key (or its absence),
+	// fetched from the store, is reused.
+	DKIMKeyCache time.Duration
+
 	// Retry schedule of temporary failures (see package retry).
 	RetryFloor        time.Duration
 	RetryCeiling      time.Duration
@@ -90,6 +113,16 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.Int(&c.Concurrency, "concurrency", 32, "queue entries in work at once in this replica")
 	f.String(&c.Hostname, "hostname", "", "this MTA's host name (EHLO, DSN Reporting-MTA); default: the system host name")
 
+	f.String(&c.DNSServer, "dns-server", "", "recursive DNS resolver for MX/A/AAAA look-ups (host:port); default: the first nameserver in /etc/resolv.conf")
+	f.Int(&c.MXPort, "mx-port", 25, "TCP port of remote MX hosts (25; another value only for tests)")
+	f.StringList(&c.LocalAddrs, "local-address", nil, "IP address this MTA receives mail on (repeat or comma-separate): an MX that resolves to one is a mail loop")
+	f.Int(&c.MaxConnsPerDestination, "max-conns-per-destination", 10, "concurrent outbound SMTP sessions per recipient domain (or to the smarthost)")
+	f.String(&c.Smarthost, "smarthost", "", "relay all outbound mail through this host:port (TLS required) instead of MX look-ups")
+	f.String(&c.SmarthostUser, "smarthost-user", "", "AUTH PLAIN user name at the smarthost (empty: no AUTH)")
+	f.String(&c.SmarthostPasswordFile, "smarthost-password-file", "", "file holding the smarthost AUTH password")
+	f.Bool(&c.SmarthostImplicitTLS, "smarthost-implicit-tls", false, "connect to the smarthost with TLS from the first byte (port 465) instead of STARTTLS")
+	f.Duration(&c.DKIMKeyCache, "dkim-key-cache", 5*time.Minute, "how long a domain's DKIM signing key fetched from the store is reused")
+
 	f.Duration(&c.RetryFloor, "retry-floor", def.Floor, "delay before the first retry of a temporary failure; it doubles with each attempt")
 	f.Duration(&c.RetryCeiling, "retry-ceiling", def.Ceiling, "longest delay between two attempts")
 	f.Duration(&c.DelayWarning, "delay-warning", def.DelayWarning, "send the sender one delay notice once mail is this old and still queued (0: never)")
@@ -123,6 +156,27 @@ func (c Config) Validate() error {
 		v.Check(c.S3AccessKey != "" && c.S3SecretKey != "", "s3-access-key", "--s3-access-key and --s3-secret-key are required with --s3-bucket")
 	}
 	v.Check(c.Concurrency > 0, "concurrency", "must be positive")
+	v.Check(c.MXPort > 0 && c.MXPort < 65536, "mx-port", "must be a TCP port")
+	v.Check(c.MaxConnsPerDestination > 0, "max-conns-per-destination", "must be positive")
+	v.Positive("dkim-key-cache", c.DKIMKeyCache)
+	if c.DNSServer != "" {
+		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
+			v.Add("dns-server", "must be host:port")
+		}
+	}
+	for _, a := range c.LocalAddrs {
+		if _, err := netip.ParseAddr(a); err != nil {
+			v.Add("local-address", "%q is not an IP address", a)
+		}
+	}
+	if c.Smarthost != "" {
+		if _, p, err := net.SplitHostPort(c.Smarthost); err != nil || p == "" {
+			v.Add("smarthost", "must be host:port")
+		}
+		v.Check(c.SmarthostUser == "" || c.SmarthostPasswordFile != "", "smarthost-password-file", "required with --smarthost-user")
+	} else {
+		v.Check(c.SmarthostUser == "" && c.SmarthostPasswordFile == "", "smarthost", "--smarthost-user and --smarthost-password-file need --smarthost")
+	}
 	v.Positive("retry-floor", c.RetryFloor)
 	v.Positive("max-queue-lifetime", c.MaxQueueLifetime)
 	v.Positive("over-quota-bounce-after", c.OverQuotaBounceAt)

@@ -10,11 +10,17 @@
 //
 // The parts: internal/queue consumes PETREL_QUEUE and keeps retry state in
 // JetStream (its package doc explains why and how); internal/local
-// delivers to local accounts with the store's Deliver; Outbound is the
-// remote path (route, smtpout, dkimsign, dsn), wired when it is given to
-// Attempter (until then remote recipients are deferred with a warning and
-// bounce at the end of the queue lifetime); internal/admin serves the
-// queue administration API on --grpc-listen.
+// delivers to local accounts with the store's Deliver; Remote is the
+// Outbound of the remote path: recipients grouped by domain, routed by
+// internal/route (MX, implicit MX, null MX, --smarthost), one SMTP session
+// per domain through internal/smtpout, the message DKIM-signed
+// (internal/dkimsign) with the envelope sender domain's key, which the
+// store holds (DKIMService.GetSigningKey, cached for --dkim-key-cache);
+// DSNQueuer is the Bouncer: it builds bounces and the delay warning with
+// internal/dsn and queues each as a new null-sender entry (blob under
+// smtp's key scheme, JetStream message id "<queue id>-b<attempt>" or
+// "-d<attempt>", so a repeated attempt queues it once); internal/admin
+// serves the queue administration API on --grpc-listen.
 //
 // Admin authentication: only the store holds the keys that sign tokens, so
 // the admin API sends the caller's token to the store (AdminService

@@ -7,12 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 
+	"github.com/miekg/dns"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	deliveryv1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/delivery/v1"
 	queuev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/queue/v1"
+	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -23,8 +29,11 @@ import (
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/telemetry"
 	"github.com/petrel-mail/petrel/services/delivery/internal/admin"
+	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
 	"github.com/petrel-mail/petrel/services/delivery/internal/local"
 	"github.com/petrel-mail/petrel/services/delivery/internal/queue"
+	"github.com/petrel-mail/petrel/services/delivery/internal/route"
+	"github.com/petrel-mail/petrel/services/delivery/internal/smtpout"
 	"github.com/petrel-mail/petrel/services/store/storeclient"
 )
 
@@ -94,6 +103,8 @@ type Service struct {
 	Blobs    blob.Store
 	Consumer *queue.Consumer
 	GRPC     *grpcx.Server
+	// Transport is the outbound SMTP client (pooled sessions).
+	Transport *smtpout.Transport
 }
 
 // New connects to every dependency, declares the streams and builds the
@@ -147,10 +158,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
+	hostname := cfg.Hostname
+	if hostname == "" {
+		if hostname, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("host name: %w", err)
+		}
+	}
+	remote, err := newRemote(cfg, hostname, s.Blobs, storev1.NewDKIMServiceClient(s.Store.Conn), log)
+	if err != nil {
+		return nil, err
+	}
+	s.Transport = remote.Transport
 	if s.Consumer, err = queue.New(queue.Options{
-		JS:          s.JS,
-		NATS:        nopts,
-		Attempter:   &Attempter{Local: loc, Logger: log},
+		JS:        s.JS,
+		NATS:      nopts,
+		Attempter: &Attempter{Local: loc, Outbound: remote, Logger: log},
+		Bouncer: &DSNQueuer{
+			JS: s.JS, NATS: nopts, Blobs: s.Blobs, ReportingMTA: hostname, Logger: log,
+		},
 		Blobs:       s.Blobs,
 		Schedule:    cfg.Schedule(),
 		Concurrency: cfg.Concurrency,
@@ -257,8 +282,62 @@ func (cc *ConsumerComponent) Shutdown(ctx context.Context) error {
 	}
 }
 
+// newRemote builds the outbound path from the configuration.
+func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMServiceClient, log *slog.Logger) (*Remote, error) {
+	var resolver dnsx.Resolver = dnsx.System{}
+	switch {
+	case cfg.DNSServer != "":
+		resolver = &dnsx.Client{Server: cfg.DNSServer}
+	default:
+		// The system resolver cannot tell "no such domain" from "no MX
+		// record" (the implicit MX case); query the configured server
+		// directly when there is one.
+		if cc, err := dns.ClientConfigFromFile("/etc/resolv.conf"); err == nil && len(cc.Servers) > 0 {
+			resolver = &dnsx.Client{Server: net.JoinHostPort(cc.Servers[0], cc.Port)}
+		}
+	}
+	router := &route.Router{Resolver: resolver, Port: cfg.MXPort, Logger: log}
+	for _, a := range cfg.LocalAddrs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("local address: %w", err)
+		}
+		router.LocalAddrs = append(router.LocalAddrs, ip.Unmap())
+	}
+	if cfg.Smarthost != "" {
+		host, port, err := net.SplitHostPort(cfg.Smarthost)
+		if err != nil {
+			return nil, fmt.Errorf("smarthost: %w", err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("smarthost port: %w", err)
+		}
+		sh := &route.Smarthost{Host: host, Port: p, Username: cfg.SmarthostUser, ImplicitTLS: cfg.SmarthostImplicitTLS}
+		if cfg.SmarthostPasswordFile != "" {
+			pw, err := os.ReadFile(cfg.SmarthostPasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("smarthost password: %w", err)
+			}
+			sh.Password = strings.TrimRight(string(pw), "\r\n")
+		}
+		router.Smarthost = sh
+	}
+	tr, err := smtpout.New(smtpout.Options{EHLOName: hostname, MaxConnsPerDestination: cfg.MaxConnsPerDestination, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &Remote{
+		Router: router, Transport: tr, Blobs: blobs, Logger: log,
+		Keys: &StoreKeys{Client: keys, TTL: cfg.DKIMKeyCache},
+	}, nil
+}
+
 // Close releases the connections.
 func (s *Service) Close() {
+	if s.Transport != nil {
+		_ = s.Transport.Close()
+	}
 	if s.NATS != nil {
 		s.NATS.Close()
 	}

@@ -54,6 +54,9 @@ type Result struct {
 	// Reply as SMTP would put it, with an enhanced status code (RFC 3463):
 	// "250 2.0.0 delivered", "452 4.2.2 mailbox full".
 	Reply string
+	// RemoteMTA is the host that gave Reply, "" when the reply is ours
+	// (the DSN's Remote-MTA).
+	RemoteMTA string
 }
 
 // Attempt is the result of one delivery attempt.
@@ -423,6 +426,7 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 		st := item.Recipients[r.Index]
 		st.Attempts++
 		st.LastReply = r.Reply
+		st.RemoteMta = r.RemoteMTA
 		st.LastAttemptAt = timestamppb.New(now)
 		c.metrics.recipients.WithLabelValues(r.Outcome.String()).Inc()
 		switch r.Outcome {
