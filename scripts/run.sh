@@ -112,7 +112,10 @@ supervise() {
 
 pids=()
 stop() {
-	trap - INT TERM EXIT
+	# Ignore further signals while stopping: make forwards its own TERM to
+	# this script, so a second one arrives right after the first.
+	trap '' INT TERM
+	trap - EXIT
 	echo "[run] stopping services" >&2
 	# The store last: the others still call it while they drain.
 	local p
