@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 	queuev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/queue/v1"
 	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
@@ -513,5 +514,84 @@ func recordReplies(mu *sync.Mutex, out *[]string) func(a queue.Attempter) queue.
 			mu.Unlock()
 			return att, err
 		})
+	}
+}
+
+// TestDKIMSigned: keys generated through the store's admin API (RSA and
+// Ed25519), the TXT record the API shows published on the loopback DNS
+// server; outbound mail from the domain carries a signature that
+// go-msgauth verifies against that record, made with the newest key.
+// Only the delivery service may read private keys.
+func TestDKIMSigned(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	w := e.outbound(t, "127.0.0.2")
+	w.dns.Add(t, "h.test. 300 IN MX 10 mx.h.test.", "mx.h.test. 300 IN A 127.0.0.2")
+	mx := startTestMX(t, "127.0.0.2", w.port, nil)
+
+	if _, err := storev1.NewDKIMServiceClient(e.operator.Conn).GetSigningKey(ctx, &storev1.GetSigningKeyRequest{Domain: e.domain}); !errors.Is(err, storeclient.ErrPermissionDenied) {
+		t.Fatalf("operator reads a private key: %v, want permission denied", err)
+	}
+	var keys []*storev1.DKIMKey
+	for _, k := range []struct {
+		sel string
+		alg storev1.DKIMAlgorithm
+	}{{"old", storev1.DKIMAlgorithm_DKIM_ALGORITHM_ED25519}, {"rsa1", storev1.DKIMAlgorithm_DKIM_ALGORITHM_RSA_2048}} {
+		resp, err := e.operator.Admin.GenerateDKIMKey(ctx, &storev1.GenerateDKIMKeyRequest{Domain: e.domain, Selector: k.sel, Algorithm: k.alg})
+		if err != nil {
+			t.Fatalf("generate %s: %v", k.sel, err)
+		}
+		keys = append(keys, resp.GetKey())
+	}
+	list, err := e.operator.Admin.ListDKIMKeys(ctx, &storev1.ListDKIMKeysRequest{Domain: e.domain})
+	if err != nil || len(list.GetKeys()) != 2 || list.GetKeys()[0].GetSelector() != "rsa1" || !list.GetKeys()[0].GetActive() || list.GetKeys()[1].GetActive() {
+		t.Fatalf("list keys: %v %v (want rsa1 active, then old)", list, err)
+	}
+	rsaKey := keys[1]
+	if rsaKey.GetRecordName() != "rsa1._domainkey."+e.domain || !strings.HasPrefix(rsaKey.GetRecord(), "v=DKIM1; k=rsa; p=") ||
+		!strings.HasPrefix(rsaKey.GetZoneText(), `"v=DKIM1; k=rsa; p=`) || !strings.Contains(rsaKey.GetZoneText(), `" "`) {
+		t.Fatalf("RSA key record: %v", rsaKey)
+	}
+	// Publish what the admin API says to publish, as the zone text's
+	// character-strings.
+	for _, k := range keys {
+		var strs []string
+		for _, p := range strings.Split(k.GetZoneText(), `" "`) {
+			strs = append(strs, strings.Trim(p, `"`))
+		}
+		w.dns.AddTXT(k.GetRecordName(), strs...)
+	}
+
+	alice := e.account("alice")
+	en := e.entry("QDKIM", alice, "rcpt@h.test")
+	e.publish(e.js, en, en.GetQueueId())
+	e.runConsumer(consumerOpts{outbound: w.remote, bouncer: w.dsn})
+	waitFor(t, "the signed message at the MX", func() bool { return len(mx.messages()) == 1 })
+
+	resolver := &dnsx.Client{Server: w.dns.Addr}
+	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(mx.messages()[0].data), &dkim.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) { return resolver.LookupTXT(context.Background(), name) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(verifs) != 1 {
+		t.Fatalf("%d signatures, want 1", len(verifs))
+	}
+	v := verifs[0]
+	if v.Err != nil || v.Domain != e.domain {
+		t.Fatalf("signature of %q: %v", v.Domain, v.Err)
+	}
+	mustContain(t, "signed message", string(mx.messages()[0].data), "s=rsa1;")
+
+	if _, err := e.operator.Admin.DeleteDKIMKey(ctx, &storev1.DeleteDKIMKeyRequest{Domain: e.domain, Selector: "rsa1"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := storev1.NewDKIMServiceClient(e.service.Conn).GetSigningKey(ctx, &storev1.GetSigningKeyRequest{Domain: strings.ToUpper(e.domain)})
+	if err != nil || got.GetSelector() != "old" || got.GetAlgorithm() != storev1.DKIMAlgorithm_DKIM_ALGORITHM_ED25519 || !bytes.HasPrefix(got.GetPrivateKeyPem(), []byte("-----BEGIN PRIVATE KEY-----")) {
+		t.Fatalf("signing key after deleting rsa1: selector %q, %v", got.GetSelector(), err)
+	}
+	if _, err := storev1.NewDKIMServiceClient(e.service.Conn).GetSigningKey(ctx, &storev1.GetSigningKeyRequest{Domain: "unknown.test"}); !errors.Is(err, storeclient.ErrNotFound) {
+		t.Fatalf("key of an unknown domain: %v, want not found", err)
 	}
 }

@@ -50,6 +50,11 @@ type Config struct {
 	// TokenKeyFile holds the HMAC key ring that signs and verifies tokens
 	// (see LoadKeyring for the format).
 	TokenKeyFile string
+	// SecretsKeyFile holds the AES-256 key (base64) that encrypts DKIM
+	// private keys at rest; with DevGenerateSecrets it defaults to
+	// <data-dir>/secrets-key, created when missing. Without one, DKIM keys
+	// are unavailable.
+	SecretsKeyFile string
 	// DataDir receives generated secrets in development.
 	DataDir string
 	// DevGenerateSecrets creates a missing key ring and writes an operator
@@ -87,6 +92,7 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.String(&c.NATSPrefix, "nats-subject-prefix", "", "prefix of every NATS subject (letters, digits, '-', '_'; for shared test servers)")
 
 	f.String(&c.TokenKeyFile, "token-key-file", "", "file with the HMAC keys that sign tokens, one \"<id> <base64 secret>\" per line, current first (default <data-dir>/token-keys with --dev-generate-secrets)")
+	f.String(&c.SecretsKeyFile, "secrets-key-file", "", "file with the 32-byte AES-256 key, base64, that encrypts DKIM private keys at rest (default <data-dir>/secrets-key with --dev-generate-secrets; none: no DKIM keys)")
 	f.String(&c.DataDir, "data-dir", "", "directory for generated secrets (--dev-generate-secrets)")
 	f.Bool(&c.DevGenerateSecrets, "dev-generate-secrets", false, "development: create a missing token key file and write operator and service tokens (0600) into --data-dir")
 	f.String(&c.OperatorTokenFile, "operator-token-file", "", "where --dev-generate-secrets writes the operator token (default <data-dir>/operator.token)")

@@ -42,6 +42,8 @@ type Service struct {
 	Tokens *auth.Tokens
 	GRPC   *grpcx.Server
 	GC     *gc.Collector
+	// Secrets seals DKIM private keys; nil without --secrets-key-file.
+	Secrets *server.Sealer
 }
 
 // New connects to every dependency, applies the migrations and builds the
@@ -66,6 +68,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		}
 	}
 
+	if s.Secrets, err = loadOrGenerateSecrets(cfg, log); err != nil {
+		return nil, err
+	}
 	if s.Repo, err = pgrepo.Open(ctx, cfg.PostgresURL, pgrepo.Options{}); err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
@@ -156,13 +161,13 @@ func (s *Service) registerDirectory(log *slog.Logger, reg prometheus.Registerer)
 	if err != nil {
 		return err
 	}
-	adm, err := server.NewAdminServer(server.AdminOptions{Repo: s.Repo, Hasher: hasher, Logger: log})
+	adm, err := server.NewAdminServer(server.AdminOptions{Repo: s.Repo, Hasher: hasher, Logger: log, Secrets: s.Secrets})
 	if err != nil {
 		return err
 	}
 	storev1.RegisterDirectoryServiceServer(s.GRPC, dir)
 	storev1.RegisterAdminServiceServer(s.GRPC, adm)
-	return nil
+	return registerDKIM(s.GRPC, s.Repo, s.Secrets, log)
 }
 
 // Close releases the connections.

@@ -41,6 +41,8 @@ const (
 	CapAuthenticate     Capability = "authenticate"
 	CapResolveRecipient Capability = "resolve-recipient"
 	CapDeliver          Capability = "deliver"
+	// CapDKIMKey reads DKIM private keys to sign outbound mail.
+	CapDKIMKey Capability = "dkim-key"
 )
 
 // Service names for service tokens.
@@ -59,7 +61,7 @@ const (
 // stolen service token is only as powerful as that service needs to be.
 var serviceCapabilities = map[string][]Capability{
 	ServiceSMTP:     {CapResolveRecipient, CapAuthenticate},
-	ServiceDelivery: {CapResolveRecipient, CapDeliver},
+	ServiceDelivery: {CapResolveRecipient, CapDeliver, CapDKIMKey},
 	ServiceIMAP:     {CapAuthenticate},
 	ServicePOP3:     {CapAuthenticate},
 	ServiceFrontend: {CapAuthenticate},

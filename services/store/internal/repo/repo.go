@@ -335,6 +335,7 @@ type Repository interface {
 	Objects
 	Admin
 	Searcher
+	DKIMKeys
 	Close()
 }
 

@@ -34,6 +34,8 @@ type AdminOptions struct {
 	Repo   repo.Repository
 	Hasher *auth.Hasher
 	Logger *slog.Logger
+	// Secrets seals DKIM private keys (dkim.go); nil: no DKIM keys.
+	Secrets *Sealer
 }
 
 // AdminServer implements storev1.AdminServiceServer. The interceptor

@@ -51,6 +51,7 @@ func Run(t *testing.T, newRepo Factory) {
 		{"LookupAddress", testLookup},
 		{"Admin", testAdmin},
 		{"Search", testSearch}, {"SearchInvalid", testSearchInvalid},
+		{"DKIMKeys", testDKIM},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newRepo) })
