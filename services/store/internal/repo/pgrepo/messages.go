@@ -85,11 +85,11 @@ type deliverArgs struct {
 // deliverSQL calls petrel_deliver. Its arguments after the tenant are, in
 // order: recipients, their header prefixes, the mailbox (id or name), the
 // object id, flags, keywords, internal date, delivery id, then the object
-// to record (key, size and the object_meta columns), all NULL when the
-// object id is given.
+// to record (key, size and the object_meta columns, the SEARCH ones
+// computed in Go: migration 0050), all NULL when the object id is given.
 const deliverSQL = `SELECT account_id, status, mailbox_id, uidvalidity, uid, modseq
 	FROM petrel_deliver($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)`
+		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)`
 
 func (a *deliverArgs) sqlArgs() ([]any, error) {
 	accounts := slices.Clone(a.accounts)
@@ -113,7 +113,7 @@ func (a *deliverArgs) sqlArgs() ([]any, error) {
 		int16(a.flags.System), keywordsOrNil(a.flags.Keywords), a.date, a.deliveryID}
 	if a.newObject == nil {
 		args[5] = a.object
-		return append(args, make([]any, 17)...), nil
+		return append(args, make([]any, 19)...), nil
 	}
 	key, p := a.newObject.Key, a.newObject.Parsed
 	if key == "" || p == nil {
@@ -127,8 +127,9 @@ func (a *deliverArgs) sqlArgs() ([]any, error) {
 	if !p.Date.IsZero() {
 		sent = &p.Date
 	}
+	sf := newSearchFields(p)
 	return append(args, key, p.Size, nonNil(p.Envelope), nonNil(p.BodyStructure), nonNil(p.Body), parts, nonNil(p.Header),
-		p.Subject, p.From, p.To, p.Cc, p.Bcc, p.MessageID, p.InReplyTo, sent, p.Malformed, p.Text), nil
+		p.Subject, p.From, p.To, p.Cc, p.Bcc, p.MessageID, p.InReplyTo, sent, p.Malformed, p.Text, sf.sentDay, sf.words), nil
 }
 
 // deliver calls petrel_deliver: one statement, one transaction, one round
@@ -773,6 +774,7 @@ func (r *Repo) CreateObject(ctx context.Context, tenantID int64, key string, p *
 	if !p.Date.IsZero() {
 		sent = &p.Date
 	}
+	sf := newSearchFields(p)
 	var id int64
 	err = r.inTx(ctx, func(tx pgx.Tx) error {
 		var inserted bool
@@ -792,10 +794,11 @@ func (r *Repo) CreateObject(ctx context.Context, tenantID int64, key string, p *
 		}
 		// search (0001) is left empty: no query reads it (migration 0030).
 		_, err = tx.Exec(ctx, `INSERT INTO object_meta (object_id, envelope, bodystructure, body, parts, header,
-				subject, from_addr, to_addr, cc_addr, bcc_addr, message_id, in_reply_to, sent_date, malformed, body_text)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+				subject, from_addr, to_addr, cc_addr, bcc_addr, message_id, in_reply_to, sent_date, malformed, body_text,
+				sent_day, search_words)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, array_to_tsvector($18::text[]))`,
 			id, nonNil(p.Envelope), nonNil(p.BodyStructure), nonNil(p.Body), parts, nonNil(p.Header),
-			p.Subject, p.From, p.To, p.Cc, p.Bcc, p.MessageID, p.InReplyTo, sent, p.Malformed, p.Text)
+			p.Subject, p.From, p.To, p.Cc, p.Bcc, p.MessageID, p.InReplyTo, sent, p.Malformed, p.Text, sf.sentDay, sf.words)
 		if err != nil {
 			return fmt.Errorf("pgrepo: create object metadata: %w", err)
 		}

@@ -9,22 +9,18 @@ package pgrepo
 // IMAP string keys are case-insensitive substring matches, so the final
 // test is always ILIKE '%s%' (with '\', '%' and '_' escaped) on the stored
 // decoded text. BODY and TEXT first narrow the candidates with the GIN
-// index on object_meta.search_words (migration 0020), which holds every
-// maximal alphanumeric run of the body text as one lower-cased lexeme. The
-// prefilter is built only from what a substring match guarantees:
+// index on object_meta.search_words, which holds the words of the body
+// text (repo.SearchWords, computed in Go when the object is recorded,
+// migration 0050; rows from before were tokenized by SQL with the same
+// rules, migration 0020). The prefilter asks only for the terms that a
+// substring match guarantees (repo.SearchTerms: ASCII runs bounded by
+// ASCII non-word characters, whole or as prefixes), so the database never
+// tokenizes a search string either.
 //
-//   - an ASCII alphanumeric run of the search string with an ASCII
-//     non-alphanumeric character on both sides is a whole run of any
-//     matching text, so it must be a lexeme ('run');
-//   - a run with such a character before it and the end of the string (or
-//     a non-ASCII character) after it starts a run of the text ('run':*);
-//   - the first run of the string may be the tail of a longer run, and
-//     non-ASCII characters may or may not be alphanumeric in the
-//     database's locale, so neither yields a term.
-//
-// A search string without such a run ("invoice", "hello world") gets no
-// prefilter and is checked by ILIKE alone over the mailbox. Texts the
-// index cannot cover completely carry the '_unindexed' lexeme, which the
+// A search string without such a run ("invoice": it may be the tail of a
+// longer word) gets no prefilter and is checked by ILIKE alone over the
+// mailbox.
+// Texts the index does not cover carry the '_unindexed' word, which the
 // prefilter always accepts, so the index never hides a match.
 
 import (
@@ -232,40 +228,21 @@ func (q *searchQuery) body(value string) string {
 }
 
 // prefilterQuery returns the tsquery (in tsquery input syntax) that every
-// text containing s satisfies, or "" if s guarantees no term. See the
-// file comment for why each kind of term is sound.
+// text containing s satisfies, or "" if s guarantees no term: the terms of
+// repo.SearchTerms, or the '_unindexed' marker.
 func prefilterQuery(s string) string {
-	const maxTerms, maxRun = 16, 511
-	isAlnum := func(b byte) bool { return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' }
-	isDelim := func(b byte) bool { return b < 0x80 && !isAlnum(b) }
-	seen := map[string]bool{}
-	var terms []string
-	for i := 0; i < len(s) && len(terms) < maxTerms; {
-		if !isAlnum(s[i]) {
-			i++
-			continue
-		}
-		j := i
-		for j < len(s) && isAlnum(s[j]) {
-			j++
-		}
-		run := strings.ToLower(s[i:j])
-		if i > 0 && isDelim(s[i-1]) && len(run) <= maxRun {
-			term := "'" + run + "'" // only [a-z0-9]: nothing to quote
-			if j == len(s) || !isDelim(s[j]) {
-				term += ":*"
-			}
-			if !seen[term] {
-				seen[term] = true
-				terms = append(terms, term)
-			}
-		}
-		i = j
-	}
+	terms := repo.SearchTerms(s)
 	if len(terms) == 0 {
 		return ""
 	}
-	return "(" + strings.Join(terms, " & ") + ") | '_unindexed'"
+	parts := make([]string, len(terms))
+	for i, t := range terms {
+		parts[i] = "'" + t.Word + "'" // only [a-z0-9]: nothing to quote
+		if t.Prefix {
+			parts[i] += ":*"
+		}
+	}
+	return "(" + strings.Join(parts, " & ") + ") | '" + repo.UnindexedWord + "'"
 }
 
 // likePattern makes s a case-insensitive substring pattern: LIKE's

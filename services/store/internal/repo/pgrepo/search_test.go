@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/petrel-mail/petrel/platform/testenv"
 	"github.com/petrel-mail/petrel/services/store/internal/mimeparse"
@@ -83,20 +86,25 @@ func appendSource(t *testing.T, r *Repo, s repo.Scope, mbox int64, key, src stri
 }
 
 // TestSearchUnindexedText: text that the word index cannot hold
-// completely (a run too long to be a lexeme, text beyond the indexed
-// prefix) is still found through the prefilter.
+// completely (a run longer than a word, more distinct words than the
+// index takes) is still found through the prefilter.
 func TestSearchUnindexedText(t *testing.T) {
 	r, s, mbox := searchFixture(t)
 	long := appendSource(t, r, s, mbox, "long-run", "Subject: a\r\n\r\nx "+strings.Repeat("a", 3000)+"zz tail\r\n")
-	beyond := appendSource(t, r, s, mbox, "beyond", "Subject: b\r\n\r\n"+strings.Repeat("filler words here ", 20000)+"closing remark\r\n")
+	var many strings.Builder
+	for i := 0; i*len("w0000000") <= repo.MaxIndexBytes; i++ { // distinct words
+		fmt.Fprintf(&many, "w%07d ", i)
+	}
+	beyond := appendSource(t, r, s, mbox, "beyond", "Subject: b\r\n\r\n"+many.String()+"closing remark\r\n")
 	plain := appendSource(t, r, s, mbox, "plain", "Subject: c\r\n\r\nx aaaa closing remark\r\n")
 	for _, tc := range []struct {
 		search string
 		want   []uint32
 	}{
 		{" aaaa", []uint32{long, plain}},
+		{" " + strings.Repeat("A", repo.MaxTermBytes), []uint32{long}}, // a prefix of the cut word
 		{"aaazz tail", []uint32{long}},
-		{"s here closing remark", []uint32{beyond}},
+		{" w0000100 ", []uint32{beyond}},
 		{" closing remark", []uint32{beyond, plain}},
 	} {
 		got, _, err := r.Search(context.Background(), s, mbox, &repo.Criteria{Op: repo.SearchBody, Value: tc.search})
@@ -107,10 +115,80 @@ func TestSearchUnindexedText(t *testing.T) {
 			t.Errorf("BODY %q: got %v, want %v", tc.search, got, tc.want)
 		}
 	}
+	// Only the text with too many words is flagged: a long run is indexed
+	// by its first MaxWordBytes bytes.
 	var flagged int
 	if err := r.Pool().QueryRow(context.Background(),
-		`SELECT count(*) FROM object_meta WHERE search_words @@ '_unindexed'::tsquery`).Scan(&flagged); err != nil || flagged != 2 {
-		t.Fatalf("%d texts marked unindexed (%v), want 2", flagged, err)
+		`SELECT count(*) FROM object_meta WHERE search_words @@ '_unindexed'::tsquery`).Scan(&flagged); err != nil || flagged != 1 {
+		t.Fatalf("%d texts marked unindexed (%v), want 1", flagged, err)
+	}
+}
+
+// TestSearchWordsMatchSQL: for text in characters the database's locale
+// knows, repo.SearchWords gives exactly the words that migration 0020's
+// SQL gave the rows written before 0050, so old and new rows answer the
+// same terms.
+func TestSearchWordsMatchSQL(t *testing.T) {
+	r, _, _ := searchFixture(t)
+	for _, text := range []string{
+		"Hello, World! hello-world foo_bar x.y@example.COM http://shop.example.com/deals?id=42",
+		"3rd 1e5 123abc ABC123 0x1F 007 v1.2.3 i18n",
+		"ÉCOLE école Grüße STRASSE ΣΑΣ ς ǅ Ǆ İSTANBUL \u212aelvin ﬁle",
+		"日本語テキスト、한국어 텍스트; русский ТЕКСТ; العربية ٣٤٥ १२३ Ⅻ ⅻ",
+		"tab\tnew\nline\r\nend  — dash … ellipsis «quotes» “curly” ½ ² ①",
+		"mixedСкриптText ABCабв 123абв",
+		strings.Repeat("Ab", 200) + " " + strings.Repeat("z", 511),
+		"",
+	} {
+		var sqlWords []string
+		if err := r.Pool().QueryRow(context.Background(), `SELECT coalesce(array_agg(lexeme ORDER BY lexeme), '{}')
+			FROM unnest(to_tsvector('simple', regexp_replace($1::text, '[^[:alnum:]]+', ' ', 'g')))`, text).Scan(&sqlWords); err != nil {
+			t.Fatal(err)
+		}
+		// The database sorts lexemes by length, then bytes.
+		goWords := repo.SearchWords(text)
+		slices.Sort(sqlWords)
+		if !slices.Equal(goWords, sqlWords) {
+			t.Errorf("%q:\n Go  %q\n SQL %q", text, goWords, sqlWords)
+		}
+	}
+}
+
+// TestSentDay: the day as written in the header's zone, as 0020's SQL
+// computed it.
+func TestSentDay(t *testing.T) {
+	r, _, _ := searchFixture(t)
+	for _, h := range []string{
+		"Date: Mon, 2 Mar 2026 22:30:00 -0800\r\n",
+		"Subject: x\r\ndate :\r\n Tue, 3 Mar 2026 00:30 +0100\r\n",
+		"DATE: Tue, 3 Mar 2026 00:30:00 +01:00 (CET)\r\nDate: Mon, 2 Mar 2026 10:00:00 -1200\r\n",
+		"Date: Tue, 3 Mar 2026 00:30:00 EST\r\n",
+		"Date: Tue, 3 Mar 2026 23:59:00 GMT\r\n",
+		"X-Date: Tue, 3 Mar 2026 23:59:00 -0900\r\n",
+		"",
+	} {
+		p, err := mimeparse.Parse(strings.NewReader(h + "\r\nbody\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Date.IsZero() {
+			p.Date = time.Date(2026, 3, 3, 7, 0, 0, 0, time.UTC)
+		}
+		var want pgtype.Date
+		if err := r.Pool().QueryRow(context.Background(), `SELECT ((($1::timestamptz) AT TIME ZONE 'UTC') + coalesce(
+			(SELECT (CASE WHEN z[1] = '-' THEN -1 ELSE 1 END) * make_interval(hours => z[2]::int, mins => z[3]::int)
+			 FROM regexp_match(
+				(regexp_match(convert_from($2::bytea, 'LATIN1'), '(?:^|\n)date[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)', 'i'))[1],
+				'[0-9]:[0-9]{2}(?::[0-9]{2})?[ \t\r\n]*([+-])([0-9]{2}):?([0-9]{2})') AS z),
+			interval '0'))::date`, p.Date, p.Header).Scan(&want); err != nil {
+			t.Fatal(err)
+		}
+		if got := sentDay(p.Date, p.Header); got != want {
+			t.Errorf("%q: sentDay %v, SQL %v", h, got.Time, want.Time)
+		}
+	}
+	if got := sentDay(time.Time{}, []byte("Date: x\r\n")); got.Valid {
+		t.Errorf("no date: %v", got)
 	}
 }
 
@@ -154,9 +232,10 @@ func populateSearch(b *testing.B, r *Repo, s repo.Scope, mailboxID int64, n int)
 		{`INSERT INTO objects (tenant_id, key, size, refcount) SELECT $1, 'bulk/' || g, 0, 1 FROM generate_series(1, $2::bigint) g`,
 			[]any{s.TenantID, n}},
 		{`INSERT INTO object_meta (object_id, envelope, bodystructure, body, parts, header, subject, from_addr, to_addr,
-				cc_addr, bcc_addr, message_id, in_reply_to, sent_date, malformed, body_text, search)
+				cc_addr, bcc_addr, message_id, in_reply_to, sent_date, malformed, body_text, search, sent_day, search_words)
 			SELECT o.id, '', '', '', '[]', convert_to(h.header, 'UTF8'), h.subject, h.from_addr, 'bob@example.net', '', '',
-				'<' || x.g || '@bench>', '', now(), false, t.body, to_tsvector('simple', t.body)
+				'<' || x.g || '@bench>', '', now(), false, t.body, ''::tsvector, current_date,
+				array_to_tsvector(regexp_split_to_array(t.body, ' '))
 			FROM objects o
 			CROSS JOIN LATERAL (SELECT substr(o.key, 6)::bigint AS g) x
 			CROSS JOIN LATERAL (SELECT string_agg(($2::text[])[1 + (hashint8(x.g * 1000 + i)::bigint & 2147483647) % 5000], ' ') ||
