@@ -56,42 +56,60 @@ const (
 // letter numbers, other alphabetic marks) or a decimal digit.
 func IsWordRune(r rune) bool {
 	if r < utf8.RuneSelf {
-		return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+		return asciiWord[r]
 	}
 	return unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.In(r, unicode.Nl, unicode.Other_Alphabetic)
 }
+
+// asciiWord is IsWordRune for ASCII, a table lookup in the tokenizer's
+// inner loop.
+var asciiWord = func() (t [utf8.RuneSelf]bool) {
+	for c := range t {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+	}
+	return t
+}()
 
 // isASCIIDelim: an ASCII character that is not a word rune ends a run in
 // every locale.
 func isASCIIDelim(b byte) bool { return b < utf8.RuneSelf && !IsWordRune(rune(b)) }
 
-// SearchWords returns the distinct words of text, sorted, each cut to
-// MaxWordBytes. A text whose distinct words exceed MaxIndexBytes gets the
-// single word UnindexedWord instead (it is then checked by every search).
+// SearchWords returns the distinct words of text, in no particular order
+// (array_to_tsvector sorts them), each cut to MaxWordBytes. A text whose
+// distinct words exceed MaxIndexBytes gets the single word UnindexedWord
+// instead (it is then checked by every search).
 func SearchWords(text string) []string {
-	seen := make(map[string]struct{}, 64)
+	// Sized for a typical text (a distinct word per 10 bytes or so), so
+	// that the set rarely grows while it is filled.
+	seen := make(map[string]struct{}, min(len(text)/10, 1<<14))
 	total := 0
 	for i := 0; i < len(text); {
-		r, n := rune(text[i]), 1
-		if r >= utf8.RuneSelf {
-			r, n = utf8.DecodeRuneInString(text[i:])
-		}
-		if !IsWordRune(r) {
+		if b := text[i]; b < utf8.RuneSelf {
+			if !asciiWord[b] {
+				i++
+				continue
+			}
+		} else if r, n := utf8.DecodeRuneInString(text[i:]); !IsWordRune(r) {
 			i += n
 			continue
 		}
 		j, lowerASCII := i, true
 		for j < len(text) {
-			c, m := rune(text[j]), 1
-			if c >= utf8.RuneSelf {
-				c, m = utf8.DecodeRuneInString(text[j:])
-				lowerASCII = false
-			} else if 'A' <= c && c <= 'Z' {
-				lowerASCII = false
+			if b := text[j]; b < utf8.RuneSelf {
+				if !asciiWord[b] {
+					break
+				}
+				if b <= 'Z' && b >= 'A' {
+					lowerASCII = false
+				}
+				j++
+				continue
 			}
+			c, m := utf8.DecodeRuneInString(text[j:])
 			if !IsWordRune(c) {
 				break
 			}
+			lowerASCII = false
 			j += m
 		}
 		w := text[i:j]
@@ -112,7 +130,6 @@ func SearchWords(text string) []string {
 	for w := range seen {
 		words = append(words, w)
 	}
-	slices.Sort(words)
 	return words
 }
 
