@@ -17,11 +17,27 @@ import (
 // benchAccounts accounts, small messages already in MinIO) wait in the stream; the timer
 // runs from the consumer's start until the last entry is acknowledged, that
 // is, stored by the real petrel-store in PostgreSQL. Reported as msgs/s.
-func BenchmarkLocalDelivery(b *testing.B) {
+//
+// The entries carry smtp's RCPT-time resolution (tenant and account ids),
+// as smtp writes them; BenchmarkLocalDeliveryResolve leaves it out, so
+// every entry costs a ResolveRecipient call too (DSNs, older entries).
+func BenchmarkLocalDelivery(b *testing.B) { benchLocalDelivery(b, true) }
+
+// BenchmarkLocalDeliveryResolve is BenchmarkLocalDelivery with entries
+// that delivery must resolve.
+func BenchmarkLocalDeliveryResolve(b *testing.B) { benchLocalDelivery(b, false) }
+
+func benchLocalDelivery(b *testing.B, carry bool) {
 	e := newEnv(b)
 	var rcpts []string
 	for i := range benchAccounts {
 		rcpts = append(rcpts, e.account(fmt.Sprintf("user%d", i)))
+	}
+	resolved := map[string]*queuev1.Recipient{}
+	if carry {
+		for _, r := range rcpts {
+			resolved[r] = e.resolved(r)
+		}
 	}
 	entries := make([]*queuev1.QueueEntry, b.N)
 	var wg sync.WaitGroup
@@ -30,6 +46,9 @@ func BenchmarkLocalDelivery(b *testing.B) {
 		wg.Go(func() {
 			for i := range work {
 				en := e.entry(fmt.Sprintf("QB%d", i), "sender@remote.test", rcpts[i%len(rcpts)])
+				if r := resolved[rcpts[i%len(rcpts)]]; r != nil {
+					en.Recipients[0] = r
+				}
 				entries[i] = en
 			}
 		})

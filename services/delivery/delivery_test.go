@@ -253,3 +253,21 @@ func TestOverQuota(t *testing.T) {
 }
 
 var _ = testenv.Prefix
+
+// TestCarriedResolution: a recipient that smtp resolved at RCPT time is
+// delivered to the accounts the entry names, without another look-up (the
+// address here would not resolve at all); one without is resolved.
+func TestCarriedResolution(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.account("alice"), e.account("bob")
+	en := e.entry("QCARRIED", "sender@remote.test", "renamed@"+e.domain, bob)
+	carried := e.resolved(alice)
+	carried.Address = "renamed@" + e.domain
+	en.Recipients[0] = carried
+	e.publish(e.js, en, en.GetQueueId())
+	e.runConsumer(consumerOpts{})
+	waitFor(t, "the entry to be acknowledged", func() bool { return streamMsgs(t, e.js, e.nopts.QueueStream()) == 0 })
+	if a, b := e.inbox(alice), e.inbox(bob); a != 1 || b != 1 {
+		t.Fatalf("INBOXes: alice %d, bob %d; want 1 each", a, b)
+	}
+}

@@ -374,3 +374,18 @@ func (b *recordingBouncer) bounced() []string {
 	defer b.mu.Unlock()
 	return append([]string(nil), b.list...)
 }
+
+// resolved is the queue recipient smtp writes for a local address: with
+// the store's resolution at RCPT time.
+func (e *env) resolved(addr string) *queuev1.Recipient {
+	e.t.Helper()
+	res, err := e.service.Directory.ResolveRecipient(testCtx(e.t), &storev1.ResolveRecipientRequest{Address: addr})
+	if err != nil || res.GetStatus() != storev1.RecipientStatus_RECIPIENT_STATUS_LOCAL {
+		e.t.Fatalf("resolve %s: %v %v", addr, res.GetStatus(), err)
+	}
+	r := &queuev1.Recipient{Address: addr, Local: true, TenantId: res.GetTenantId()}
+	for _, a := range res.GetAccounts() {
+		r.AccountIds = append(r.AccountIds, a.GetAccountId())
+	}
+	return r
+}

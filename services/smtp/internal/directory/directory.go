@@ -57,6 +57,9 @@ const (
 type Recipient struct {
 	Status   RecipientStatus
 	TenantID string
+	// AccountIDs of a local address (several for an alias): carried in
+	// the queue entry so that delivery need not resolve it again.
+	AccountIDs []string
 }
 
 // Session is a successful authentication.
@@ -109,6 +112,9 @@ func (c *Client) ResolveRecipient(ctx context.Context, address string, size int6
 		return Recipient{}, fmt.Errorf("resolve recipient: %w", mapError(err))
 	}
 	r := Recipient{TenantID: resp.GetTenantId()}
+	for _, a := range resp.GetAccounts() {
+		r.AccountIDs = append(r.AccountIDs, a.GetAccountId())
+	}
 	switch resp.GetStatus() {
 	case storev1.RecipientStatus_RECIPIENT_STATUS_LOCAL:
 		r.Status = RecipientLocal

@@ -99,6 +99,10 @@ type Recipient struct {
 	ORCPTType string
 	ORCPT     string
 	Local     bool
+	// TenantID and AccountIDs: the store's resolution of a local address
+	// at RCPT time, passed to delivery in the queue entry.
+	TenantID   string
+	AccountIDs []string
 }
 
 // Envelope is everything about a message except its content.
@@ -376,6 +380,7 @@ func (in *Ingester) entry(env *Envelope, acc Accepted, now time.Time) *queuev1.Q
 	for _, r := range env.Recipients {
 		e.Recipients = append(e.Recipients, &queuev1.Recipient{
 			Address: r.Address, Notify: r.Notify, OrcptType: r.ORCPTType, Orcpt: r.ORCPT, Local: r.Local,
+			TenantId: r.TenantID, AccountIds: r.AccountIDs,
 		})
 	}
 	return e

@@ -180,6 +180,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	switch res.Status {
 	case directory.RecipientLocal:
 		r.Local = true
+		r.TenantID, r.AccountIDs = res.TenantID, res.AccountIDs
 		if !s.submission() {
 			// One tenant per transaction: the object lives under that
 			// tenant's key. Other tenants' recipients are deferred and
