@@ -33,6 +33,7 @@ func crashTest(t *testing.T, d *deployment) {
 	const rcpt, password = "crash@e2e.test", "crash test password"
 	d.petrelctl(0, password+"\n", "account", "add", rcpt, "--password-stdin")
 
+	began := time.Now()
 	var (
 		accepted  [crashMessages]atomic.Bool
 		nAccepted atomic.Int64
@@ -82,6 +83,7 @@ func crashTest(t *testing.T, d *deployment) {
 		d.sigkill(k.service, k.ready)
 	}
 	<-sendersDone
+	t.Logf("sent %d messages in %s", crashMessages, time.Since(began).Round(time.Second))
 	if n := nAccepted.Load(); n < crashMessages/2 {
 		t.Fatalf("only %d of %d messages got a 250", n, crashMessages)
 	}
@@ -99,6 +101,7 @@ func crashTest(t *testing.T, d *deployment) {
 		}
 		return true
 	})
+	t.Logf("all accepted messages delivered %s after the first was sent", time.Since(began).Round(time.Second))
 	count := map[string]int{}
 	for _, s := range subjects {
 		count[s]++

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -69,6 +70,8 @@ func TestMakeDev(t *testing.T) {
 	d.waitInbox("alice@e2e.test", "alice's long password", time.Minute, exactly("via MX"))
 	d.waitInbox("bob@e2e.test", "bob's long password", time.Minute, exactly("submitted by alice"))
 
+	queueTest(t, d)
+
 	// A second start reuses the data: same accounts and mail, the demo
 	// account is not recreated.
 	d.stop()
@@ -84,4 +87,63 @@ func TestMakeDev(t *testing.T) {
 
 	t.Run("Crash", func(t *testing.T) { crashTest(t, d) })
 	d.stop()
+}
+
+// queueTest: a message to a remote domain, submitted by alice, waits in
+// the queue (the smarthost refuses connections); petrelctl lists, shows,
+// retries and deletes it.
+func queueTest(t *testing.T, d *deployment) {
+	if code, tr := d.swaks(d.addrs["smtp_submission"], "--auth", "PLAIN", "--auth-user", "alice@e2e.test", "--auth-password", "alice's long password",
+		"--from", "alice@e2e.test", "--to", "someone@remote.test", "--header", "Subject: to a remote domain"); code != 0 {
+		t.Fatalf("swaks submission to a remote domain: exit %d\n%s", code, tr)
+	}
+	var id string
+	deadline := time.Now().Add(2 * time.Minute)
+	for id == "" {
+		var items []struct {
+			QueueID    string `json:"queue_id"`
+			State      string `json:"state"`
+			Sender     string `json:"sender"`
+			Recipients []struct {
+				Address string `json:"address"`
+				Outcome string `json:"outcome"`
+			} `json:"recipients"`
+		}
+		out := d.petrelctl(0, "", "queue", "list", "--state", "deferred", "--domain", "remote.test", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &items); err != nil {
+			t.Fatalf("queue list -o json: %v\n%s", err, out)
+		}
+		for _, it := range items {
+			if it.Sender == "alice@e2e.test" && len(it.Recipients) == 1 && it.Recipients[0].Address == "someone@remote.test" {
+				if it.Recipients[0].Outcome != "deferred" {
+					t.Fatalf("recipient outcome %q, want deferred", it.Recipients[0].Outcome)
+				}
+				id = it.QueueID
+			}
+		}
+		if id == "" && time.Now().After(deadline) {
+			t.Fatalf("the message to remote.test is not deferred in the queue:\n%s", d.petrelctl(0, "", "queue", "list"))
+		}
+		time.Sleep(200 * time.Millisecond) // polling the queue through the CLI
+	}
+	d.petrelctl(0, "", "queue", "list", "--state", "deferred", "--domain", "remote.test")
+	out := d.petrelctl(0, "", "queue", "list")
+	if !strings.Contains(out, "QUEUE ID") || !strings.Contains(out, id) {
+		t.Fatalf("queue list:\n%s", out)
+	}
+	out = d.petrelctl(0, "", "queue", "show", id)
+	for _, want := range []string{"queue id: " + id, "state:    deferred", "sender:   alice@e2e.test", "someone@remote.test"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("queue show lacks %q:\n%s", want, out)
+		}
+	}
+	out = d.petrelctl(0, "", "queue", "counts", "-o", "json")
+	var counts struct{ Active, Deferred int64 }
+	if err := json.Unmarshal([]byte(out), &counts); err != nil || counts.Deferred < 1 {
+		t.Fatalf("queue counts: %v\n%s", err, out)
+	}
+	d.petrelctl(0, "", "queue", "retry", id)
+	d.petrelctl(0, "", "queue", "delete", id)
+	d.petrelctl(3, "", "queue", "show", id)
+	d.petrelctl(3, "", "queue", "delete", id)
 }
