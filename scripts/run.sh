@@ -172,6 +172,11 @@ if [[ -s $CREDS ]]; then
 	source "$CREDS"
 	smtp=${PETREL_SMTP_MX_LISTEN:-127.0.0.1:2525}
 	sub=${PETREL_SMTP_SUBMISSION_LISTEN:-127.0.0.1:2587}
+	# petrelctl finds .data/store/operator.token and 127.0.0.1:7070 by
+	# itself; say where they are when this run moved them.
+	ctl=bin/petrelctl
+	[[ $STORE_GRPC == 127.0.0.1:7070 ]] || ctl="PETREL_SERVER=$STORE_GRPC $ctl"
+	[[ $PETREL_STORE_DATA_DIR == "$ROOT/.data/store" ]] || ctl="PETREL_TOKEN_FILE=$PETREL_STORE_DATA_DIR/operator.token $ctl"
 	cat >&2 <<EOF
 [run] ------------------------------------------------------------------
 [run] Petrel is running. Demo account: $DEMO_ADDRESS  password: $DEMO_PASSWORD
@@ -185,7 +190,7 @@ if [[ -s $CREDS ]]; then
 [run]   curl -s --user '$DEMO_ADDRESS:$DEMO_PASSWORD' 'imap://127.0.0.1:2143/INBOX;UID=1'
 [run]   openssl s_client -quiet -connect 127.0.0.1:2993
 [run] administer it:
-[run]   bin/petrelctl account list      (petrelctl help lists every command)
+[run]   $ctl account list      (petrelctl help lists every command)
 [run] Ctrl-C stops everything; data stays in $DATA.
 [run] ------------------------------------------------------------------
 EOF
