@@ -56,8 +56,11 @@ const (
 	DefaultQueueDuplicates = 2 * time.Minute
 	// DefaultDeliveryAckWait is how long a delivery worker may hold an entry
 	// without acknowledging it or sending an in-progress ack before it is
-	// redelivered to another worker.
-	DefaultDeliveryAckWait = 5 * time.Minute
+	// redelivered to another worker. Workers send in-progress acks every
+	// third of it while an attempt runs (a remote MX may take 10 minutes
+	// after the final dot), so it only bounds how long the entries of a
+	// crashed worker wait before another one takes them.
+	DefaultDeliveryAckWait = 30 * time.Second
 	// DefaultDeliveryMaxAckPending bounds entries in flight across all
 	// delivery workers, so that one slow destination cannot pull the whole
 	// queue into memory.
