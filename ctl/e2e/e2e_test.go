@@ -53,6 +53,19 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.b.Write(p)
 }
 
+func (b *syncBuffer) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Len()
+}
+
+// from returns what was written after the first off bytes.
+func (b *syncBuffer) from(off int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.b.Bytes()[off:])
+}
+
 func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -113,6 +126,8 @@ func newDeployment(t *testing.T) *deployment {
 		"PETREL_DELIVERY_METRICS_LISTEN="+d.addrs["delivery_metrics"],
 		"PETREL_IMAP_METRICS_LISTEN="+d.addrs["imap_metrics"],
 		"PETREL_POP3_METRICS_LISTEN="+d.addrs["pop3_metrics"],
+		// SPF, DKIM and DMARC lookups: see nxdomainServer.
+		"PETREL_SMTP_DNS_SERVER="+nxdomainServer(t),
 		// Remote mail goes to a smarthost that refuses connections, so it
 		// stays deferred in the queue for the queue commands to find. A
 		// shared variable: it reaches only services with that flag.
@@ -262,10 +277,17 @@ func (d *deployment) swaks(addr string, args ...string) (int, string) {
 	return d.run("", "swaks", append([]string{"--server", h, "--port", p, "--timeout", "60", "--hide-informational"}, args...)...)
 }
 
-// inbox returns the Subject of every message in the INBOX of address, by
-// logging in through the store's DirectoryService with the imap service
-// token, as the IMAP frontend would.
+// inbox returns the Subject of every message in the INBOX of address.
 func (d *deployment) inbox(ctx context.Context, address, password string) ([]string, error) {
+	return d.inboxKeys(ctx, address, password, subject)
+}
+
+func subject(h mail.Header) string { return h.Get("Subject") }
+
+// inboxKeys returns key(header) of every message in the INBOX of address,
+// by logging in through the store's DirectoryService with the imap service
+// token, as the IMAP frontend would.
+func (d *deployment) inboxKeys(ctx context.Context, address, password string, key func(mail.Header) string) ([]string, error) {
 	tok, err := storeclient.ReadTokenFile(filepath.Join(d.data, "store", "imap.token"))
 	if err != nil {
 		return nil, err
@@ -288,11 +310,11 @@ func (d *deployment) inbox(ctx context.Context, address, password string) ([]str
 	if err != nil {
 		return nil, err
 	}
-	var subjects []string
+	var keys []string
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return subjects, nil
+			return keys, nil
 		}
 		if err != nil {
 			return nil, err
@@ -302,13 +324,19 @@ func (d *deployment) inbox(ctx context.Context, address, password string) ([]str
 			if err != nil {
 				return nil, fmt.Errorf("parse header of UID %d: %w", m.GetUid(), err)
 			}
-			subjects = append(subjects, msg.Header.Get("Subject"))
+			keys = append(keys, key(msg.Header))
 		}
 	}
 }
 
 // waitInbox polls the INBOX until done(subjects) holds.
 func (d *deployment) waitInbox(address, password string, timeout time.Duration, done func([]string) bool) []string {
+	d.t.Helper()
+	return d.waitInboxKeys(address, password, timeout, subject, done)
+}
+
+// waitInboxKeys polls the INBOX until done(keys) holds (see inboxKeys).
+func (d *deployment) waitInboxKeys(address, password string, timeout time.Duration, key func(mail.Header) string, done func([]string) bool) []string {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -317,7 +345,7 @@ func (d *deployment) waitInbox(address, password string, timeout time.Duration, 
 	var last []string
 	var lastErr error
 	for {
-		s, err := d.inbox(ctx, address, password)
+		s, err := d.inboxKeys(ctx, address, password, key)
 		if err == nil {
 			last = s
 			if done(s) {
@@ -340,18 +368,24 @@ func waitReady(t *testing.T, addr string) {
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	for !ready(addr) {
 		select {
 		case <-deadline.C:
-			t.Fatalf("%s not ready: %v", addr, err)
+			t.Fatalf("%s not ready", addr)
 		case <-tick.C:
 		}
 	}
+}
+
+// readyClient does not wait for a hung service forever.
+var readyClient = &http.Client{Timeout: 5 * time.Second}
+
+// ready reports whether a service's /readyz answers 200.
+func ready(addr string) bool {
+	resp, err := readyClient.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
