@@ -437,30 +437,54 @@ func sampleLoad() func() string {
 	}
 }
 
-// smtpConn is one SMTP session that carries one transaction after another.
+// smtpConn is one SMTP client that carries one transaction after another
+// over a session, reconnecting as petrel-smtp asks: it allows
+// smtpMaxTransactions MAILs per session (its server.Options.MaxTransactions
+// default), as Postfix's smtp client bounds connection reuse.
 type smtpConn struct {
-	b *testing.B
-	c net.Conn
-	r *bufio.Reader
-	w *bufio.Writer
+	b    *testing.B
+	addr string
+	c    net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	tx   int // transactions in this session
 }
+
+const smtpMaxTransactions = 100
 
 func dialSMTP(b *testing.B, addr string) *smtpConn {
 	b.Helper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
+	s := &smtpConn{b: b, addr: addr}
+	if err := s.connect(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close() })
-	s := &smtpConn{b: b, c: c, r: bufio.NewReader(c), w: bufio.NewWriterSize(c, 16<<10)}
+	b.Cleanup(func() { s.c.Close() })
+	return s
+}
+
+// connect opens a new session; it may run in a sender goroutine, so it
+// returns errors rather than stopping the benchmark.
+func (s *smtpConn) connect() error {
+	c, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("dial smtp: %w", err)
+	}
+	s.c, s.r, s.w, s.tx = c, bufio.NewReader(c), bufio.NewWriterSize(c, 16<<10), 0
 	_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
 	if r := s.reply(); !strings.HasPrefix(r, "220 ") {
-		b.Fatalf("greeting %q", r)
+		return fmt.Errorf("greeting %q", r)
 	}
 	if r := s.cmd("EHLO client.bench.test"); !strings.HasPrefix(r, "250 ") {
-		b.Fatalf("EHLO: %q", r)
+		return fmt.Errorf("EHLO: %q", r)
 	}
-	return s
+	return nil
+}
+
+// reconnect ends the session politely and opens the next one.
+func (s *smtpConn) reconnect() error {
+	s.cmd("QUIT")
+	s.c.Close()
+	return s.connect()
 }
 
 // reply returns the last line of the next reply.
@@ -490,6 +514,13 @@ func (s *smtpConn) cmd(line string) string {
 // send runs one transaction; ok means the DATA was answered 250. The
 // message lines never start with '.', so no dot-stuffing is needed.
 func (s *smtpConn) send(from, to string, msg []byte) (ok bool, reply string) {
+	if s.tx >= smtpMaxTransactions {
+		if err := s.reconnect(); err != nil {
+			s.b.Error(err)
+			return false, ""
+		}
+	}
+	s.tx++
 	if r := s.cmd("MAIL FROM:<" + from + ">"); !strings.HasPrefix(r, "250") {
 		return false, r
 	}
