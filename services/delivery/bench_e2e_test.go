@@ -164,11 +164,16 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	var e2e, smtpLat []time.Duration
 	early := 0
 	seen := vis.snapshot()
+	copies := make(map[int]uint32, len(seen))
 	for uid, at := range seen {
 		i, ok := uidToMsg[uid]
 		if !ok {
 			b.Fatalf("UID %d announced but no such message in the INBOX", uid)
 		}
+		if other, dup := copies[i]; dup {
+			b.Fatalf("message %d delivered twice: UIDs %d and %d", i, other, uid)
+		}
+		copies[i] = uid
 		if accepted[i].IsZero() {
 			b.Fatalf("message %d visible though its DATA was not accepted", i)
 		}
