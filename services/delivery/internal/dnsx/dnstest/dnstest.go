@@ -36,15 +36,27 @@ func Start(t testing.TB) *Server {
 		truncate: map[string]bool{},
 		queries:  map[string]int{},
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("dnstest: listen udp: %v", err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
+	// UDP and TCP must share a port; the TCP port that matches a free UDP
+	// port may be taken by another process, so try a few UDP ports.
+	var (
+		pc  net.PacketConn
+		ln  net.Listener
+		err error
+	)
+	for attempt := 0; ; attempt++ {
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("dnstest: listen udp: %v", err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatalf("dnstest: listen tcp on the UDP port: %v", err)
+		if attempt == 20 {
+			t.Fatalf("dnstest: listen tcp on the UDP port: %v", err)
+		}
 	}
 	s.Addr = pc.LocalAddr().String()
 
