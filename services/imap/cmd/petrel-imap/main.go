@@ -5,58 +5,20 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 
-	"github.com/petrel-mail/petrel/platform/config"
 	"github.com/petrel-mail/petrel/platform/lifecycle"
-	"github.com/petrel-mail/petrel/platform/logging"
 	"github.com/petrel-mail/petrel/platform/telemetry"
 	"github.com/petrel-mail/petrel/services/imap"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Environ(), os.Stderr))
-}
-
-// run returns the exit code: 0 after a clean shutdown or a good
-// --check-config, 1 when the service failed, 2 for a bad configuration.
-func run(args, environ []string, stderr io.Writer) int {
-	f := config.New(imap.Name)
 	var cfg imap.Config
-	cfg.RegisterFlags(f)
-	err := f.Parse(args, environ)
-	if errors.Is(err, flag.ErrHelp) {
-		f.Usage(stderr)
-		return 0
-	}
-	if err == nil {
-		err = cfg.Validate()
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "petrel-imap: bad configuration:\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
-		return 2
-	}
-	if f.CheckConfig() {
-		fmt.Fprintln(stderr, "petrel-imap: configuration OK")
-		return 0
-	}
-	log, err := logging.New(stderr, imap.Name, cfg.Log)
-	if err != nil {
-		fmt.Fprintf(stderr, "petrel-imap: %v\n", err)
-		return 2
-	}
-	if err := serve(cfg, log); err != nil {
-		log.Error("petrel-imap failed", "err", err)
-		return 1
-	}
-	return 0
+	os.Exit(lifecycle.Main(imap.Name, &cfg, &cfg.Log, os.Args[1:], os.Environ(), os.Stderr,
+		func(log *slog.Logger) error { return serve(cfg, log) }))
 }
 
 func serve(cfg imap.Config, log *slog.Logger) error {

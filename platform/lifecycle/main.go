@@ -1,0 +1,58 @@
+package lifecycle
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/petrel-mail/petrel/platform/config"
+	"github.com/petrel-mail/petrel/platform/logging"
+)
+
+// Configurable is a service's configuration: it declares its flags and
+// reports every problem at once.
+type Configurable interface {
+	RegisterFlags(*config.FlagSet)
+	Validate() error
+}
+
+// Main is what every service binary's main does before and after serving:
+// it reads cfg from args and environ (flags, PETREL_<SERVICE>_* and shared
+// PETREL_* variables), validates it, honours --help and --check-config,
+// builds the logger from *logCfg (a field of cfg, filled by parsing) and
+// calls serve. It returns the exit code: 0 after a clean shutdown, --help or
+// a good --check-config; 1 when serve fails; 2 for a bad configuration.
+func Main(service string, cfg Configurable, logCfg *logging.Config, args, environ []string, stderr io.Writer, serve func(*slog.Logger) error) int {
+	binary := "petrel-" + service
+	f := config.New(service)
+	cfg.RegisterFlags(f)
+	err := f.Parse(args, environ)
+	if errors.Is(err, flag.ErrHelp) {
+		f.Usage(stderr)
+		return 0
+	}
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: bad configuration:\n  %s\n", binary, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return 2
+	}
+	if f.CheckConfig() {
+		fmt.Fprintf(stderr, "%s: configuration OK\n", binary)
+		return 0
+	}
+	log, err := logging.New(stderr, service, *logCfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", binary, err)
+		return 2
+	}
+	if err := serve(log); err != nil {
+		log.Error(binary+" failed", "err", err)
+		return 1
+	}
+	return 0
+}
