@@ -208,7 +208,24 @@ start | dev) ;;
 *) die "usage: $0 [start|stop|dev|dev-stop]" ;;
 esac
 
+# test_tools: the real clients and peers the tests drive (swaks with TLS; Postfix's
+# smtp-sink and smtp-source). Installed from Debian when missing; Postfix is
+# preseeded to "No configuration" so that no system MTA is set up or started.
+test_tools() {
+	local missing=()
+	command -v swaks >/dev/null || missing+=(swaks)
+	# swaks speaks STARTTLS (--tls, --tlsc) through Net::SSLeay, a
+	# recommendation apt_install does not pull in.
+	perl -MNet::SSLeay -e1 2>/dev/null || missing+=(libnet-ssleay-perl)
+	if ! command -v smtp-sink >/dev/null && [[ ! -x /usr/sbin/smtp-sink ]]; then
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+		missing+=(postfix)
+	fi
+	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
+
 mkdir -p "$PETREL_DEPS_DIR" "$PETREL_CACHE"
+[[ $MODE != start ]] || test_tools
 pg=$(postgres_url)
 nats=$(nats_url)
 s3=$(s3_endpoint)
