@@ -382,3 +382,15 @@ func TestSharedRegistry(t *testing.T) {
 		}
 	}
 }
+
+// A Stop that wins the race with Serve's start is an orderly end too.
+func TestServeAfterStopReturnsNil(t *testing.T) {
+	srv, err := NewServer(ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if err := srv.Serve(ListenInProcess()); err != nil {
+		t.Fatalf("Serve after Stop: %v, want nil", err)
+	}
+}

@@ -146,7 +146,10 @@ func (s *Server) UpdateHealth(ctx context.Context) { s.health.evaluate(ctx) }
 // Serve serves on ln until Shutdown or Stop, then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	go s.pollHealth()
-	if err := s.grpc.Serve(ln); err != nil {
+	// A Stop or Shutdown that came before Serve got going is the same
+	// orderly end as one that came after (when grpc returns nil): not an
+	// error, whichever goroutine the scheduler ran first.
+	if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("grpcx: serve %s: %w", ln.Addr(), err)
 	}
 	return nil
