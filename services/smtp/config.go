@@ -54,6 +54,9 @@ type Config struct {
 	StoreAddr      string
 	StoreTokenFile string
 	StoreCAFile    string
+	// RecipientCacheTTL: how long RCPT TO answers are reused (0: never);
+	// see directory.Cache.
+	RecipientCacheTTL time.Duration
 
 	// NATS: the servers and a prefix of stream and subject names (tests
 	// on a shared server).
@@ -120,6 +123,7 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.String(&c.StoreAddr, "store-addr", "127.0.0.1:7070", "gRPC address of the store (directory: recipients, AUTH, send-as)")
 	f.String(&c.StoreTokenFile, "store-token-file", "", "file holding smtp's service token for the store (required)")
 	f.String(&c.StoreCAFile, "store-ca-file", "", "PEM CA of the store's TLS certificate (empty: plaintext gRPC, loopback only)")
+	f.Duration(&c.RecipientCacheTTL, "recipient-cache-ttl", 5*time.Second, "reuse the store's answer for an RCPT TO address this long (0: ask every time); new, deleted or over-quota accounts are seen up to this late at RCPT, never at delivery")
 
 	f.StringList(&c.NATSURLs, "nats-url", []string{"nats://127.0.0.1:4222"}, "NATS server URL of the mail queue (repeat or comma-separate for a cluster)")
 	f.String(&c.NATSPrefix, "nats-subject-prefix", "", "prefix of the queue stream and subject names (letters, digits, '-', '_'; for shared test servers)")
@@ -195,6 +199,7 @@ func (c Config) Validate() error {
 	v.Check(c.MaxCommands > 0, "max-commands", "must be positive")
 	v.Positive("idle-timeout", c.IdleTimeout)
 	v.Positive("session-timeout", c.SessionTimeout)
+	v.Check(c.RecipientCacheTTL >= 0, "recipient-cache-ttl", "must not be negative")
 	v.Check(c.MaxConnsPerNetwork >= 0, "max-conns-per-network", "must not be negative")
 	v.Check(c.UserMessagesPerHour >= 0, "user-messages-per-hour", "must not be negative")
 	v.Check(c.AuthFailuresPerWindow > 0, "auth-failures", "must be positive")

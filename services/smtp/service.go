@@ -34,6 +34,10 @@ import (
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// recipientCacheEntries bounds the RCPT TO cache: ~200 bytes an entry,
+// 20 MiB at most.
+const recipientCacheEntries = 100_000
+
 // Listener is one SMTP listener to open: main listens on Addr, wraps the
 // socket with Listen and serves Server on it.
 type Listener struct {
@@ -110,6 +114,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, err
 	}
 	s.closers = append(s.closers, cc.Close)
+	dir = directory.NewCache(dir, cfg.RecipientCacheTTL, recipientCacheEntries, nil)
 	health := healthgrpc.NewHealthClient(cc)
 	ready.Add("store", func(ctx context.Context) error {
 		resp, err := health.Check(ctx, &healthgrpc.HealthCheckRequest{})
