@@ -424,4 +424,14 @@ type Objects interface {
 	// removes the bytes (S3) while the row is locked, then the row goes.
 	// It returns how many objects were removed.
 	Collect(ctx context.Context, grace time.Duration, deleteFn func(ctx context.Context, tenantID int64, key string) error) (int, error)
+	// HoldObject keeps the tenant's object key from Collect until
+	// ReleaseObject with the same holder, whether or not the object is
+	// recorded yet. Idempotent. It restarts the grace period of a recorded
+	// unreferenced object, and waits for a Collect that has the object
+	// claimed, so that once it returns the bytes are either kept or were
+	// already gone.
+	HoldObject(ctx context.Context, tenantID int64, key, holder string) error
+	// ReleaseObject ends a hold (idempotent) and restarts the grace period
+	// of the object if nothing references it.
+	ReleaseObject(ctx context.Context, tenantID int64, key, holder string) error
 }

@@ -336,6 +336,49 @@ func (s *MessageServer) Deliver(ctx context.Context, req *storev1.DeliverRequest
 	return &storev1.DeliverResponse{Results: results}, nil
 }
 
+// objectRef checks a service's (tenant, key) pair as Deliver does: a
+// service acts only on objects under its tenant's prefix.
+func objectRef(tenantID, key string) (int64, error) {
+	tenant, err := strconv.ParseInt(tenantID, 10, 64)
+	if err != nil || tenant <= 0 {
+		return 0, invalid("bad tenant id")
+	}
+	if blob.ValidKey(key) != nil || !strings.HasPrefix(key, "msg/"+tenantID+"/") {
+		return 0, invalid("bad blob key")
+	}
+	return tenant, nil
+}
+
+// HoldObject keeps an object from the collector for a queue entry.
+func (s *MessageServer) HoldObject(ctx context.Context, req *storev1.HoldObjectRequest) (*storev1.HoldObjectResponse, error) {
+	tenant, err := objectRef(req.GetTenantId(), req.GetBlobKey())
+	if err == nil && req.GetHolder() == "" {
+		err = invalid("holder is required")
+	}
+	if err == nil {
+		err = s.d.Repo.HoldObject(ctx, tenant, req.GetBlobKey(), req.GetHolder())
+	}
+	if err != nil {
+		return nil, s.fail(ctx, "hold object", err)
+	}
+	return &storev1.HoldObjectResponse{}, nil
+}
+
+// ReleaseObject ends a hold.
+func (s *MessageServer) ReleaseObject(ctx context.Context, req *storev1.ReleaseObjectRequest) (*storev1.ReleaseObjectResponse, error) {
+	tenant, err := objectRef(req.GetTenantId(), req.GetBlobKey())
+	if err == nil && req.GetHolder() == "" {
+		err = invalid("holder is required")
+	}
+	if err == nil {
+		err = s.d.Repo.ReleaseObject(ctx, tenant, req.GetBlobKey(), req.GetHolder())
+	}
+	if err != nil {
+		return nil, s.fail(ctx, "release object", err)
+	}
+	return &storev1.ReleaseObjectResponse{}, nil
+}
+
 // outcome maps one recipient's result. The repository reports a missing
 // account and a missing mailbox both as ErrNotFound; since every account
 // has an INBOX, looking the INBOX up tells them apart (only on this rare

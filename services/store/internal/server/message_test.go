@@ -569,3 +569,68 @@ func TestCollectorDeletesOnlyUnreferenced(t *testing.T) {
 		t.Fatalf("copy body %q, %v", got, err)
 	}
 }
+
+// TestHoldObjectKeepsARetriedMessage: a delivery to a full mailbox records
+// the object with no reference; the queue entry's hold keeps the collector
+// (grace 0 here, an hour by default, while the retry may come a day
+// later) from deleting its bytes, so the retry after the quota is raised
+// delivers the message.
+func TestHoldObjectKeepsARetriedMessage(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	bg := context.Background()
+	sc, userCtx := f.account(t)
+	if err := f.repo.SetQuota(bg, sc, 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	raw := simpleMsg("held")
+	key := "msg/" + idString(f.tenant.ID) + "/2026/11/26/qhold"
+	if _, err := f.blobs.Put(bg, key, bytes.NewReader(raw)); err != nil {
+		t.Fatal(err)
+	}
+	sctx := f.service(t, "delivery")
+	req := &storev1.DeliverRequest{DeliveryId: "qhold", TenantId: idString(f.tenant.ID), BlobKey: key,
+		Recipients: []*storev1.DeliverRecipient{{AccountId: idString(sc.AccountID)}}}
+	resp, err := f.client.Messages.Deliver(sctx, req)
+	if err != nil || resp.GetResults()[0].GetOutcome() != storev1.DeliverOutcome_DELIVER_OUTCOME_OVER_QUOTA {
+		t.Fatalf("first attempt: %v, %v", resp, err)
+	}
+	hold := &storev1.HoldObjectRequest{TenantId: idString(f.tenant.ID), BlobKey: key, Holder: "qhold"}
+	if _, err := f.client.Messages.HoldObject(sctx, hold); err != nil {
+		t.Fatal(err)
+	}
+	c, err := gc.New(gc.Options{Repo: f.repo, Blobs: f.blobs, Grace: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := c.RunOnce(bg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.blobs.Stat(bg, key); err != nil {
+		t.Fatalf("held object collected: %v", err)
+	}
+	if err := f.repo.SetQuota(bg, sc, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = f.client.Messages.Deliver(sctx, req)
+	if err != nil || resp.GetResults()[0].GetOutcome() != storev1.DeliverOutcome_DELIVER_OUTCOME_DELIVERED {
+		t.Fatalf("retry: %v, %v", resp, err)
+	}
+	got, _, err := f.body(userCtx, &storev1.GetBodyRequest{Mailbox: "INBOX", Uid: 1, Whole: true})
+	if err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("delivered body %q, %v", got, err)
+	}
+	if _, err := f.client.Messages.ReleaseObject(sctx, &storev1.ReleaseObjectRequest{TenantId: hold.TenantId, BlobKey: key, Holder: "qhold"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Only a service, and only within the tenant's own objects.
+	other := &storev1.HoldObjectRequest{TenantId: idString(f.tenant.ID), BlobKey: "msg/999999/2026/11/26/x", Holder: "q"}
+	if _, err := f.client.Messages.HoldObject(sctx, other); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("hold of another tenant's key: %v", err)
+	}
+	if _, err := f.client.Messages.HoldObject(userCtx, hold); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("hold by an account session: %v", err)
+	}
+}

@@ -844,8 +844,13 @@ func (r *Repo) Collect(ctx context.Context, grace time.Duration, deleteFn func(c
 		var claimed, done int
 		err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 			claimed, done = 0, 0
-			rows, err := tx.Query(ctx, `SELECT id, tenant_id, key, refcount FROM objects
+			// A held object is skipped; HoldObject updates the row
+			// it holds, so a hold taken while this runs either commits
+			// first (the locked row is re-checked and no longer
+			// qualifies) or waits for this transaction.
+			rows, err := tx.Query(ctx, `SELECT id, tenant_id, key, refcount FROM objects o
 				WHERE refcount = 0 AND zero_since < now() - make_interval(secs => $1)
+				AND NOT EXISTS (SELECT 1 FROM object_holds h WHERE h.tenant_id = o.tenant_id AND h.key = o.key)
 				ORDER BY zero_since LIMIT $2 FOR UPDATE SKIP LOCKED`, grace.Seconds(), collectBatch)
 			if err != nil {
 				return fmt.Errorf("pgrepo: collect: claim: %w", err)
@@ -893,4 +898,45 @@ func (r *Repo) Collect(ctx context.Context, grace time.Duration, deleteFn func(c
 		}
 	}
 	return total, errors.Join(errs...)
+}
+
+// HoldObject implements repo.Objects.
+func (r *Repo) HoldObject(ctx context.Context, tenantID int64, key, holder string) error {
+	if key == "" || holder == "" {
+		return fmt.Errorf("%w: empty object key or holder", repo.ErrInvalidName)
+	}
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO object_holds (tenant_id, key, holder) VALUES ($1, $2, $3)
+			ON CONFLICT DO NOTHING`, tenantID, key, holder); err != nil {
+			return err
+		}
+		// Touching the row orders this with a Collect that claimed it.
+		_, err := tx.Exec(ctx, `UPDATE objects SET zero_since = now()
+			WHERE tenant_id = $1 AND key = $2 AND refcount = 0`, tenantID, key)
+		return err
+	})
+	if isFKViolation(err) {
+		return notFound("tenant %d", tenantID)
+	}
+	if err != nil {
+		return fmt.Errorf("pgrepo: hold object: %w", err)
+	}
+	return nil
+}
+
+// ReleaseObject implements repo.Objects.
+func (r *Repo) ReleaseObject(ctx context.Context, tenantID int64, key, holder string) error {
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM object_holds WHERE tenant_id = $1 AND key = $2 AND holder = $3`, tenantID, key, holder)
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE objects SET zero_since = now()
+			WHERE tenant_id = $1 AND key = $2 AND refcount = 0`, tenantID, key)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgrepo: release object: %w", err)
+	}
+	return nil
 }

@@ -37,6 +37,7 @@ func Run(t *testing.T, newRepo Factory) {
 		{"DeliverNewObject", testDeliverNewObject}, {"DeliverHeaderPrefix", testDeliverHeaderPrefix},
 		{"ExpungeReleasesAndCollectorDeletes", testExpungeCollect},
 		{"CollectorRacesDelivery", testCollectorRace},
+		{"HeldObjectIsNotCollected", testHeldObject},
 		{"Quota", testQuota},
 		{"Isolation", testIsolation},
 		{"ListPatterns", testList},
@@ -424,6 +425,60 @@ func testExpungeCollect(t *testing.T, f Factory) {
 	}
 	checkCounters(t, e.r, a)
 	checkCounters(t, e.r, b)
+}
+
+// testHeldObject: a queue entry's hold keeps an unreferenced object from
+// the collector (a retry hours later must find the bytes), for as long as
+// any holder keeps it, and the grace period starts again at the release.
+func testHeldObject(t *testing.T, f Factory) {
+	e := newEnv(t, f)
+	ctx := context.Background()
+	var deleted []string
+	del := func(_ context.Context, _ int64, key string) error {
+		deleted = append(deleted, key)
+		return nil
+	}
+	obj := e.object(t, 100)
+	o, err := e.r.GetObject(ctx, e.tenant.ID, obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"Q1", "Q2", "Q1"} { // the repeat is idempotent
+		if err := e.r.HoldObject(ctx, e.tenant.ID, o.Key, h); err != nil {
+			t.Fatalf("hold %s: %v", h, err)
+		}
+	}
+	if n, err := e.r.Collect(ctx, 0, del); err != nil || n != 0 {
+		t.Fatalf("collected %d (%v) while held twice", n, err)
+	}
+	if err := e.r.ReleaseObject(ctx, e.tenant.ID, o.Key, "Q1"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.r.Collect(ctx, 0, del); err != nil || n != 0 {
+		t.Fatalf("collected %d (%v) while still held by Q2", n, err)
+	}
+	for range 2 {
+		if err := e.r.ReleaseObject(ctx, e.tenant.ID, o.Key, "Q2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := e.r.Collect(ctx, time.Hour, del); err != nil || n != 0 {
+		t.Fatalf("collected %d (%v) within the grace period restarted by the release", n, err)
+	}
+	if n, err := e.r.Collect(ctx, 0, del); err != nil || n != 1 || !slices.Equal(deleted, []string{o.Key}) {
+		t.Fatalf("after the last release: collected %d (%v), deleted %v", n, err, deleted)
+	}
+
+	// A hold taken before the object is recorded covers it too.
+	if err := e.r.HoldObject(ctx, e.tenant.ID, fmt.Sprintf("obj/%d", e.n.Load()+1), "Q3"); err != nil {
+		t.Fatal(err)
+	}
+	early := e.object(t, 50)
+	if n, err := e.r.Collect(ctx, 0, del); err != nil || n != 0 {
+		t.Fatalf("collected %d (%v): object %d held before it was recorded", n, err, early)
+	}
+	err = e.r.HoldObject(ctx, e.tenant.ID+1_000_000, "obj/1", "Q4")
+	wantErr(t, "hold in a tenant that does not exist", err, repo.ErrNotFound)
 }
 
 func testCollectorRace(t *testing.T, f Factory) {

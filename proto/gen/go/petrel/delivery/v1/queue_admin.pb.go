@@ -255,8 +255,11 @@ type QueueItem struct {
 	// A store Deliver call for this entry was made that may have made the
 	// store reference the blob: the blob is then the store's to delete.
 	StoreMayReference bool `protobuf:"varint,7,opt,name=store_may_reference,json=storeMayReference,proto3" json:"store_may_reference,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The store holds the blob for this entry (MessageService.HoldObject):
+	// released when the entry is finished or deleted.
+	StoreHold     bool `protobuf:"varint,8,opt,name=store_hold,json=storeHold,proto3" json:"store_hold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueItem) Reset() {
@@ -334,6 +337,13 @@ func (x *QueueItem) GetDelayWarned() bool {
 func (x *QueueItem) GetStoreMayReference() bool {
 	if x != nil {
 		return x.StoreMayReference
+	}
+	return false
+}
+
+func (x *QueueItem) GetStoreHold() bool {
+	if x != nil {
+		return x.StoreHold
 	}
 	return false
 }
@@ -822,7 +832,7 @@ const file_petrel_delivery_v1_queue_admin_proto_rawDesc = "" +
 	"last_reply\x18\x04 \x01(\tR\tlastReply\x12B\n" +
 	"\x0flast_attempt_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rlastAttemptAt\x12\x1d\n" +
 	"\n" +
-	"remote_mta\x18\x06 \x01(\tR\tremoteMta\"\xeb\x02\n" +
+	"remote_mta\x18\x06 \x01(\tR\tremoteMta\"\x8a\x03\n" +
 	"\tQueueItem\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.petrel.delivery.v1.QueueStateR\x05state\x121\n" +
 	"\x05entry\x18\x02 \x01(\v2\x1b.petrel.queue.v1.QueueEntryR\x05entry\x12B\n" +
@@ -832,7 +842,9 @@ const file_petrel_delivery_v1_queue_admin_proto_rawDesc = "" +
 	"\battempts\x18\x04 \x01(\x05R\battempts\x12B\n" +
 	"\x0fnext_attempt_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12!\n" +
 	"\fdelay_warned\x18\x06 \x01(\bR\vdelayWarned\x12.\n" +
-	"\x13store_may_reference\x18\a \x01(\bR\x11storeMayReference\"\xce\x01\n" +
+	"\x13store_may_reference\x18\a \x01(\bR\x11storeMayReference\x12\x1d\n" +
+	"\n" +
+	"store_hold\x18\b \x01(\bR\tstoreHold\"\xce\x01\n" +
 	"\x17ListQueueEntriesRequest\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.petrel.delivery.v1.QueueStateR\x05state\x12)\n" +
 	"\x10recipient_domain\x18\x02 \x01(\tR\x0frecipientDomain\x12\x16\n" +

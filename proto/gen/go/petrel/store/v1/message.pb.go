@@ -614,6 +614,200 @@ func (x *DeliverResponse) GetResults() []*DeliverResult {
 	return nil
 }
 
+type HoldObjectRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Object key written by smtp.
+	BlobKey string `protobuf:"bytes,2,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
+	// Who holds it: the queue id.
+	Holder        string `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldObjectRequest) Reset() {
+	*x = HoldObjectRequest{}
+	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldObjectRequest) ProtoMessage() {}
+
+func (x *HoldObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldObjectRequest.ProtoReflect.Descriptor instead.
+func (*HoldObjectRequest) Descriptor() ([]byte, []int) {
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HoldObjectRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *HoldObjectRequest) GetBlobKey() string {
+	if x != nil {
+		return x.BlobKey
+	}
+	return ""
+}
+
+func (x *HoldObjectRequest) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+type HoldObjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldObjectResponse) Reset() {
+	*x = HoldObjectResponse{}
+	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldObjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldObjectResponse) ProtoMessage() {}
+
+func (x *HoldObjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldObjectResponse.ProtoReflect.Descriptor instead.
+func (*HoldObjectResponse) Descriptor() ([]byte, []int) {
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{8}
+}
+
+type ReleaseObjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	BlobKey       string                 `protobuf:"bytes,2,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
+	Holder        string                 `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseObjectRequest) Reset() {
+	*x = ReleaseObjectRequest{}
+	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseObjectRequest) ProtoMessage() {}
+
+func (x *ReleaseObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseObjectRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseObjectRequest) Descriptor() ([]byte, []int) {
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReleaseObjectRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ReleaseObjectRequest) GetBlobKey() string {
+	if x != nil {
+		return x.BlobKey
+	}
+	return ""
+}
+
+func (x *ReleaseObjectRequest) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+type ReleaseObjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseObjectResponse) Reset() {
+	*x = ReleaseObjectResponse{}
+	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseObjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseObjectResponse) ProtoMessage() {}
+
+func (x *ReleaseObjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseObjectResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseObjectResponse) Descriptor() ([]byte, []int) {
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{10}
+}
+
 type FetchMessagesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Mailbox       string                 `protobuf:"bytes,1,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
@@ -626,7 +820,7 @@ type FetchMessagesRequest struct {
 
 func (x *FetchMessagesRequest) Reset() {
 	*x = FetchMessagesRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +832,7 @@ func (x *FetchMessagesRequest) String() string {
 func (*FetchMessagesRequest) ProtoMessage() {}
 
 func (x *FetchMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +845,7 @@ func (x *FetchMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMessagesRequest.ProtoReflect.Descriptor instead.
 func (*FetchMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{7}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FetchMessagesRequest) GetMailbox() string {
@@ -699,7 +893,7 @@ type MessagePart struct {
 
 func (x *MessagePart) Reset() {
 	*x = MessagePart{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +905,7 @@ func (x *MessagePart) String() string {
 func (*MessagePart) ProtoMessage() {}
 
 func (x *MessagePart) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +918,7 @@ func (x *MessagePart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagePart.ProtoReflect.Descriptor instead.
 func (*MessagePart) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{8}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MessagePart) GetPath() string {
@@ -809,7 +1003,7 @@ type MessageMeta struct {
 
 func (x *MessageMeta) Reset() {
 	*x = MessageMeta{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +1015,7 @@ func (x *MessageMeta) String() string {
 func (*MessageMeta) ProtoMessage() {}
 
 func (x *MessageMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1028,7 @@ func (x *MessageMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageMeta.ProtoReflect.Descriptor instead.
 func (*MessageMeta) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{9}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MessageMeta) GetUid() uint32 {
@@ -916,7 +1110,7 @@ type FetchMessagesResponse struct {
 
 func (x *FetchMessagesResponse) Reset() {
 	*x = FetchMessagesResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1122,7 @@ func (x *FetchMessagesResponse) String() string {
 func (*FetchMessagesResponse) ProtoMessage() {}
 
 func (x *FetchMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1135,7 @@ func (x *FetchMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMessagesResponse.ProtoReflect.Descriptor instead.
 func (*FetchMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{10}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FetchMessagesResponse) GetMessages() []*MessageMeta {
@@ -965,7 +1159,7 @@ type StoreFlagsRequest struct {
 
 func (x *StoreFlagsRequest) Reset() {
 	*x = StoreFlagsRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1171,7 @@ func (x *StoreFlagsRequest) String() string {
 func (*StoreFlagsRequest) ProtoMessage() {}
 
 func (x *StoreFlagsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1184,7 @@ func (x *StoreFlagsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreFlagsRequest.ProtoReflect.Descriptor instead.
 func (*StoreFlagsRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{11}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StoreFlagsRequest) GetMailbox() string {
@@ -1039,7 +1233,7 @@ type FlagChange struct {
 
 func (x *FlagChange) Reset() {
 	*x = FlagChange{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1245,7 @@ func (x *FlagChange) String() string {
 func (*FlagChange) ProtoMessage() {}
 
 func (x *FlagChange) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1258,7 @@ func (x *FlagChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlagChange.ProtoReflect.Descriptor instead.
 func (*FlagChange) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{12}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FlagChange) GetUid() uint32 {
@@ -1099,7 +1293,7 @@ type StoreFlagsResponse struct {
 
 func (x *StoreFlagsResponse) Reset() {
 	*x = StoreFlagsResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1305,7 @@ func (x *StoreFlagsResponse) String() string {
 func (*StoreFlagsResponse) ProtoMessage() {}
 
 func (x *StoreFlagsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1318,7 @@ func (x *StoreFlagsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreFlagsResponse.ProtoReflect.Descriptor instead.
 func (*StoreFlagsResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{13}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StoreFlagsResponse) GetChanged() []*FlagChange {
@@ -1159,7 +1353,7 @@ type CopyMessagesRequest struct {
 
 func (x *CopyMessagesRequest) Reset() {
 	*x = CopyMessagesRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1365,7 @@ func (x *CopyMessagesRequest) String() string {
 func (*CopyMessagesRequest) ProtoMessage() {}
 
 func (x *CopyMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1378,7 @@ func (x *CopyMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyMessagesRequest.ProtoReflect.Descriptor instead.
 func (*CopyMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{14}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CopyMessagesRequest) GetMailbox() string {
@@ -1220,7 +1414,7 @@ type CopyMessagesResponse struct {
 
 func (x *CopyMessagesResponse) Reset() {
 	*x = CopyMessagesResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1426,7 @@ func (x *CopyMessagesResponse) String() string {
 func (*CopyMessagesResponse) ProtoMessage() {}
 
 func (x *CopyMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1439,7 @@ func (x *CopyMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyMessagesResponse.ProtoReflect.Descriptor instead.
 func (*CopyMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{15}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CopyMessagesResponse) GetDestinationUidValidity() uint32 {
@@ -1280,7 +1474,7 @@ type MoveMessagesRequest struct {
 
 func (x *MoveMessagesRequest) Reset() {
 	*x = MoveMessagesRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1486,7 @@ func (x *MoveMessagesRequest) String() string {
 func (*MoveMessagesRequest) ProtoMessage() {}
 
 func (x *MoveMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1499,7 @@ func (x *MoveMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveMessagesRequest.ProtoReflect.Descriptor instead.
 func (*MoveMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{16}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MoveMessagesRequest) GetMailbox() string {
@@ -1340,7 +1534,7 @@ type MoveMessagesResponse struct {
 
 func (x *MoveMessagesResponse) Reset() {
 	*x = MoveMessagesResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1546,7 @@ func (x *MoveMessagesResponse) String() string {
 func (*MoveMessagesResponse) ProtoMessage() {}
 
 func (x *MoveMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1559,7 @@ func (x *MoveMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveMessagesResponse.ProtoReflect.Descriptor instead.
 func (*MoveMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{17}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MoveMessagesResponse) GetDestinationUidValidity() uint32 {
@@ -1400,7 +1594,7 @@ type ExpungeRequest struct {
 
 func (x *ExpungeRequest) Reset() {
 	*x = ExpungeRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1606,7 @@ func (x *ExpungeRequest) String() string {
 func (*ExpungeRequest) ProtoMessage() {}
 
 func (x *ExpungeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1619,7 @@ func (x *ExpungeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpungeRequest.ProtoReflect.Descriptor instead.
 func (*ExpungeRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{18}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExpungeRequest) GetMailbox() string {
@@ -1452,7 +1646,7 @@ type ExpungeResponse struct {
 
 func (x *ExpungeResponse) Reset() {
 	*x = ExpungeResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1658,7 @@ func (x *ExpungeResponse) String() string {
 func (*ExpungeResponse) ProtoMessage() {}
 
 func (x *ExpungeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1671,7 @@ func (x *ExpungeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpungeResponse.ProtoReflect.Descriptor instead.
 func (*ExpungeResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{19}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExpungeResponse) GetUids() []uint32 {
@@ -1504,7 +1698,7 @@ type SearchRequest struct {
 
 func (x *SearchRequest) Reset() {
 	*x = SearchRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1710,7 @@ func (x *SearchRequest) String() string {
 func (*SearchRequest) ProtoMessage() {}
 
 func (x *SearchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1723,7 @@ func (x *SearchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchRequest.ProtoReflect.Descriptor instead.
 func (*SearchRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{20}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SearchRequest) GetMailbox() string {
@@ -1557,7 +1751,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1763,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1776,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{21}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SearchResponse) GetUids() []uint32 {
@@ -1626,7 +1820,7 @@ type SearchKey struct {
 
 func (x *SearchKey) Reset() {
 	*x = SearchKey{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1832,7 @@ func (x *SearchKey) String() string {
 func (*SearchKey) ProtoMessage() {}
 
 func (x *SearchKey) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1845,7 @@ func (x *SearchKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchKey.ProtoReflect.Descriptor instead.
 func (*SearchKey) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{22}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SearchKey) GetKey() isSearchKey_Key {
@@ -1906,7 +2100,7 @@ type SearchKeys struct {
 
 func (x *SearchKeys) Reset() {
 	*x = SearchKeys{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2112,7 @@ func (x *SearchKeys) String() string {
 func (*SearchKeys) ProtoMessage() {}
 
 func (x *SearchKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2125,7 @@ func (x *SearchKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchKeys.ProtoReflect.Descriptor instead.
 func (*SearchKeys) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{23}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SearchKeys) GetKeys() []*SearchKey {
@@ -1951,7 +2145,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2157,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2170,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{24}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HeaderMatch) GetField() string {
@@ -2004,7 +2198,7 @@ type DateMatch struct {
 
 func (x *DateMatch) Reset() {
 	*x = DateMatch{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2210,7 @@ func (x *DateMatch) String() string {
 func (*DateMatch) ProtoMessage() {}
 
 func (x *DateMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2223,7 @@ func (x *DateMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DateMatch.ProtoReflect.Descriptor instead.
 func (*DateMatch) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{25}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DateMatch) GetOp() string {
@@ -2059,7 +2253,7 @@ type ChangesSinceRequest struct {
 
 func (x *ChangesSinceRequest) Reset() {
 	*x = ChangesSinceRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2265,7 @@ func (x *ChangesSinceRequest) String() string {
 func (*ChangesSinceRequest) ProtoMessage() {}
 
 func (x *ChangesSinceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2278,7 @@ func (x *ChangesSinceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangesSinceRequest.ProtoReflect.Descriptor instead.
 func (*ChangesSinceRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{26}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ChangesSinceRequest) GetMailbox() string {
@@ -2127,7 +2321,7 @@ type ChangesSinceResponse struct {
 
 func (x *ChangesSinceResponse) Reset() {
 	*x = ChangesSinceResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2333,7 @@ func (x *ChangesSinceResponse) String() string {
 func (*ChangesSinceResponse) ProtoMessage() {}
 
 func (x *ChangesSinceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2346,7 @@ func (x *ChangesSinceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangesSinceResponse.ProtoReflect.Descriptor instead.
 func (*ChangesSinceResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{27}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ChangesSinceResponse) GetChanged() []*FlagChange {
@@ -2197,7 +2391,7 @@ type GetBodyRequest struct {
 
 func (x *GetBodyRequest) Reset() {
 	*x = GetBodyRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2403,7 @@ func (x *GetBodyRequest) String() string {
 func (*GetBodyRequest) ProtoMessage() {}
 
 func (x *GetBodyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2416,7 @@ func (x *GetBodyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBodyRequest.ProtoReflect.Descriptor instead.
 func (*GetBodyRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{28}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetBodyRequest) GetMailbox() string {
@@ -2271,7 +2465,7 @@ type GetBodyResponse struct {
 
 func (x *GetBodyResponse) Reset() {
 	*x = GetBodyResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2477,7 @@ func (x *GetBodyResponse) String() string {
 func (*GetBodyResponse) ProtoMessage() {}
 
 func (x *GetBodyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2490,7 @@ func (x *GetBodyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBodyResponse.ProtoReflect.Descriptor instead.
 func (*GetBodyResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{29}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetBodyResponse) GetChunk() []byte {
@@ -2321,7 +2515,7 @@ type GetQuotaRequest struct {
 
 func (x *GetQuotaRequest) Reset() {
 	*x = GetQuotaRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2527,7 @@ func (x *GetQuotaRequest) String() string {
 func (*GetQuotaRequest) ProtoMessage() {}
 
 func (x *GetQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2540,7 @@ func (x *GetQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{30}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{34}
 }
 
 type GetQuotaResponse struct {
@@ -2361,7 +2555,7 @@ type GetQuotaResponse struct {
 
 func (x *GetQuotaResponse) Reset() {
 	*x = GetQuotaResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +2567,7 @@ func (x *GetQuotaResponse) String() string {
 func (*GetQuotaResponse) ProtoMessage() {}
 
 func (x *GetQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +2580,7 @@ func (x *GetQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{31}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetQuotaResponse) GetBytesUsed() int64 {
@@ -2456,7 +2650,17 @@ const file_petrel_store_v1_message_proto_rawDesc = "" +
 	"\fuid_validity\x18\x03 \x01(\rR\vuidValidity\x12\x10\n" +
 	"\x03uid\x18\x04 \x01(\rR\x03uid\"K\n" +
 	"\x0fDeliverResponse\x128\n" +
-	"\aresults\x18\x01 \x03(\v2\x1e.petrel.store.v1.DeliverResultR\aresults\"\xb7\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.petrel.store.v1.DeliverResultR\aresults\"c\n" +
+	"\x11HoldObjectRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bblob_key\x18\x02 \x01(\tR\ablobKey\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\"\x14\n" +
+	"\x12HoldObjectResponse\"f\n" +
+	"\x14ReleaseObjectRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bblob_key\x18\x02 \x01(\tR\ablobKey\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\"\x17\n" +
+	"\x15ReleaseObjectResponse\"\xb7\x01\n" +
 	"\x14FetchMessagesRequest\x12\x18\n" +
 	"\amailbox\x18\x01 \x01(\tR\amailbox\x12+\n" +
 	"\x04uids\x18\x02 \x01(\v2\x17.petrel.store.v1.UIDSetR\x04uids\x123\n" +
@@ -2604,10 +2808,13 @@ const file_petrel_store_v1_message_proto_rawDesc = "" +
 	"\x19FETCH_FIELD_BODYSTRUCTURE\x10\x05\x12\x14\n" +
 	"\x10FETCH_FIELD_BODY\x10\x06\x12\x15\n" +
 	"\x11FETCH_FIELD_PARTS\x10\a\x12\x16\n" +
-	"\x12FETCH_FIELD_HEADER\x10\b2\xca\a\n" +
+	"\x12FETCH_FIELD_HEADER\x10\b2\x81\t\n" +
 	"\x0eMessageService\x12`\n" +
 	"\rAppendMessage\x12%.petrel.store.v1.AppendMessageRequest\x1a&.petrel.store.v1.AppendMessageResponse(\x01\x12L\n" +
-	"\aDeliver\x12\x1f.petrel.store.v1.DeliverRequest\x1a .petrel.store.v1.DeliverResponse\x12`\n" +
+	"\aDeliver\x12\x1f.petrel.store.v1.DeliverRequest\x1a .petrel.store.v1.DeliverResponse\x12U\n" +
+	"\n" +
+	"HoldObject\x12\".petrel.store.v1.HoldObjectRequest\x1a#.petrel.store.v1.HoldObjectResponse\x12^\n" +
+	"\rReleaseObject\x12%.petrel.store.v1.ReleaseObjectRequest\x1a&.petrel.store.v1.ReleaseObjectResponse\x12`\n" +
 	"\rFetchMessages\x12%.petrel.store.v1.FetchMessagesRequest\x1a&.petrel.store.v1.FetchMessagesResponse0\x01\x12U\n" +
 	"\n" +
 	"StoreFlags\x12\".petrel.store.v1.StoreFlagsRequest\x1a#.petrel.store.v1.StoreFlagsResponse\x12[\n" +
@@ -2633,7 +2840,7 @@ func file_petrel_store_v1_message_proto_rawDescGZIP() []byte {
 }
 
 var file_petrel_store_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_petrel_store_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_petrel_store_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_petrel_store_v1_message_proto_goTypes = []any{
 	(DeliverOutcome)(0),           // 0: petrel.store.v1.DeliverOutcome
 	(FetchField)(0),               // 1: petrel.store.v1.FetchField
@@ -2644,90 +2851,98 @@ var file_petrel_store_v1_message_proto_goTypes = []any{
 	(*DeliverRecipient)(nil),      // 6: petrel.store.v1.DeliverRecipient
 	(*DeliverResult)(nil),         // 7: petrel.store.v1.DeliverResult
 	(*DeliverResponse)(nil),       // 8: petrel.store.v1.DeliverResponse
-	(*FetchMessagesRequest)(nil),  // 9: petrel.store.v1.FetchMessagesRequest
-	(*MessagePart)(nil),           // 10: petrel.store.v1.MessagePart
-	(*MessageMeta)(nil),           // 11: petrel.store.v1.MessageMeta
-	(*FetchMessagesResponse)(nil), // 12: petrel.store.v1.FetchMessagesResponse
-	(*StoreFlagsRequest)(nil),     // 13: petrel.store.v1.StoreFlagsRequest
-	(*FlagChange)(nil),            // 14: petrel.store.v1.FlagChange
-	(*StoreFlagsResponse)(nil),    // 15: petrel.store.v1.StoreFlagsResponse
-	(*CopyMessagesRequest)(nil),   // 16: petrel.store.v1.CopyMessagesRequest
-	(*CopyMessagesResponse)(nil),  // 17: petrel.store.v1.CopyMessagesResponse
-	(*MoveMessagesRequest)(nil),   // 18: petrel.store.v1.MoveMessagesRequest
-	(*MoveMessagesResponse)(nil),  // 19: petrel.store.v1.MoveMessagesResponse
-	(*ExpungeRequest)(nil),        // 20: petrel.store.v1.ExpungeRequest
-	(*ExpungeResponse)(nil),       // 21: petrel.store.v1.ExpungeResponse
-	(*SearchRequest)(nil),         // 22: petrel.store.v1.SearchRequest
-	(*SearchResponse)(nil),        // 23: petrel.store.v1.SearchResponse
-	(*SearchKey)(nil),             // 24: petrel.store.v1.SearchKey
-	(*SearchKeys)(nil),            // 25: petrel.store.v1.SearchKeys
-	(*HeaderMatch)(nil),           // 26: petrel.store.v1.HeaderMatch
-	(*DateMatch)(nil),             // 27: petrel.store.v1.DateMatch
-	(*ChangesSinceRequest)(nil),   // 28: petrel.store.v1.ChangesSinceRequest
-	(*ChangesSinceResponse)(nil),  // 29: petrel.store.v1.ChangesSinceResponse
-	(*GetBodyRequest)(nil),        // 30: petrel.store.v1.GetBodyRequest
-	(*GetBodyResponse)(nil),       // 31: petrel.store.v1.GetBodyResponse
-	(*GetQuotaRequest)(nil),       // 32: petrel.store.v1.GetQuotaRequest
-	(*GetQuotaResponse)(nil),      // 33: petrel.store.v1.GetQuotaResponse
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*UIDSet)(nil),                // 35: petrel.store.v1.UIDSet
-	(FlagOp)(0),                   // 36: petrel.store.v1.FlagOp
+	(*HoldObjectRequest)(nil),     // 9: petrel.store.v1.HoldObjectRequest
+	(*HoldObjectResponse)(nil),    // 10: petrel.store.v1.HoldObjectResponse
+	(*ReleaseObjectRequest)(nil),  // 11: petrel.store.v1.ReleaseObjectRequest
+	(*ReleaseObjectResponse)(nil), // 12: petrel.store.v1.ReleaseObjectResponse
+	(*FetchMessagesRequest)(nil),  // 13: petrel.store.v1.FetchMessagesRequest
+	(*MessagePart)(nil),           // 14: petrel.store.v1.MessagePart
+	(*MessageMeta)(nil),           // 15: petrel.store.v1.MessageMeta
+	(*FetchMessagesResponse)(nil), // 16: petrel.store.v1.FetchMessagesResponse
+	(*StoreFlagsRequest)(nil),     // 17: petrel.store.v1.StoreFlagsRequest
+	(*FlagChange)(nil),            // 18: petrel.store.v1.FlagChange
+	(*StoreFlagsResponse)(nil),    // 19: petrel.store.v1.StoreFlagsResponse
+	(*CopyMessagesRequest)(nil),   // 20: petrel.store.v1.CopyMessagesRequest
+	(*CopyMessagesResponse)(nil),  // 21: petrel.store.v1.CopyMessagesResponse
+	(*MoveMessagesRequest)(nil),   // 22: petrel.store.v1.MoveMessagesRequest
+	(*MoveMessagesResponse)(nil),  // 23: petrel.store.v1.MoveMessagesResponse
+	(*ExpungeRequest)(nil),        // 24: petrel.store.v1.ExpungeRequest
+	(*ExpungeResponse)(nil),       // 25: petrel.store.v1.ExpungeResponse
+	(*SearchRequest)(nil),         // 26: petrel.store.v1.SearchRequest
+	(*SearchResponse)(nil),        // 27: petrel.store.v1.SearchResponse
+	(*SearchKey)(nil),             // 28: petrel.store.v1.SearchKey
+	(*SearchKeys)(nil),            // 29: petrel.store.v1.SearchKeys
+	(*HeaderMatch)(nil),           // 30: petrel.store.v1.HeaderMatch
+	(*DateMatch)(nil),             // 31: petrel.store.v1.DateMatch
+	(*ChangesSinceRequest)(nil),   // 32: petrel.store.v1.ChangesSinceRequest
+	(*ChangesSinceResponse)(nil),  // 33: petrel.store.v1.ChangesSinceResponse
+	(*GetBodyRequest)(nil),        // 34: petrel.store.v1.GetBodyRequest
+	(*GetBodyResponse)(nil),       // 35: petrel.store.v1.GetBodyResponse
+	(*GetQuotaRequest)(nil),       // 36: petrel.store.v1.GetQuotaRequest
+	(*GetQuotaResponse)(nil),      // 37: petrel.store.v1.GetQuotaResponse
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*UIDSet)(nil),                // 39: petrel.store.v1.UIDSet
+	(FlagOp)(0),                   // 40: petrel.store.v1.FlagOp
 }
 var file_petrel_store_v1_message_proto_depIdxs = []int32{
-	34, // 0: petrel.store.v1.AppendHeader.internal_date:type_name -> google.protobuf.Timestamp
+	38, // 0: petrel.store.v1.AppendHeader.internal_date:type_name -> google.protobuf.Timestamp
 	2,  // 1: petrel.store.v1.AppendMessageRequest.header:type_name -> petrel.store.v1.AppendHeader
 	6,  // 2: petrel.store.v1.DeliverRequest.recipients:type_name -> petrel.store.v1.DeliverRecipient
-	34, // 3: petrel.store.v1.DeliverRequest.internal_date:type_name -> google.protobuf.Timestamp
+	38, // 3: petrel.store.v1.DeliverRequest.internal_date:type_name -> google.protobuf.Timestamp
 	0,  // 4: petrel.store.v1.DeliverResult.outcome:type_name -> petrel.store.v1.DeliverOutcome
 	7,  // 5: petrel.store.v1.DeliverResponse.results:type_name -> petrel.store.v1.DeliverResult
-	35, // 6: petrel.store.v1.FetchMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
+	39, // 6: petrel.store.v1.FetchMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
 	1,  // 7: petrel.store.v1.FetchMessagesRequest.fields:type_name -> petrel.store.v1.FetchField
-	34, // 8: petrel.store.v1.MessageMeta.internal_date:type_name -> google.protobuf.Timestamp
-	10, // 9: petrel.store.v1.MessageMeta.parts:type_name -> petrel.store.v1.MessagePart
-	11, // 10: petrel.store.v1.FetchMessagesResponse.messages:type_name -> petrel.store.v1.MessageMeta
-	35, // 11: petrel.store.v1.StoreFlagsRequest.uids:type_name -> petrel.store.v1.UIDSet
-	36, // 12: petrel.store.v1.StoreFlagsRequest.op:type_name -> petrel.store.v1.FlagOp
-	14, // 13: petrel.store.v1.StoreFlagsResponse.changed:type_name -> petrel.store.v1.FlagChange
-	35, // 14: petrel.store.v1.StoreFlagsResponse.modified_uids:type_name -> petrel.store.v1.UIDSet
-	35, // 15: petrel.store.v1.CopyMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
-	35, // 16: petrel.store.v1.MoveMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
-	35, // 17: petrel.store.v1.ExpungeRequest.uids:type_name -> petrel.store.v1.UIDSet
-	24, // 18: petrel.store.v1.SearchRequest.criteria:type_name -> petrel.store.v1.SearchKey
-	25, // 19: petrel.store.v1.SearchKey.and:type_name -> petrel.store.v1.SearchKeys
-	25, // 20: petrel.store.v1.SearchKey.or:type_name -> petrel.store.v1.SearchKeys
-	24, // 21: petrel.store.v1.SearchKey.not:type_name -> petrel.store.v1.SearchKey
-	35, // 22: petrel.store.v1.SearchKey.uids:type_name -> petrel.store.v1.UIDSet
-	26, // 23: petrel.store.v1.SearchKey.header:type_name -> petrel.store.v1.HeaderMatch
-	27, // 24: petrel.store.v1.SearchKey.internal_date:type_name -> petrel.store.v1.DateMatch
-	27, // 25: petrel.store.v1.SearchKey.sent_date:type_name -> petrel.store.v1.DateMatch
-	24, // 26: petrel.store.v1.SearchKeys.keys:type_name -> petrel.store.v1.SearchKey
-	35, // 27: petrel.store.v1.ChangesSinceRequest.uids:type_name -> petrel.store.v1.UIDSet
-	14, // 28: petrel.store.v1.ChangesSinceResponse.changed:type_name -> petrel.store.v1.FlagChange
-	35, // 29: petrel.store.v1.ChangesSinceResponse.vanished:type_name -> petrel.store.v1.UIDSet
+	38, // 8: petrel.store.v1.MessageMeta.internal_date:type_name -> google.protobuf.Timestamp
+	14, // 9: petrel.store.v1.MessageMeta.parts:type_name -> petrel.store.v1.MessagePart
+	15, // 10: petrel.store.v1.FetchMessagesResponse.messages:type_name -> petrel.store.v1.MessageMeta
+	39, // 11: petrel.store.v1.StoreFlagsRequest.uids:type_name -> petrel.store.v1.UIDSet
+	40, // 12: petrel.store.v1.StoreFlagsRequest.op:type_name -> petrel.store.v1.FlagOp
+	18, // 13: petrel.store.v1.StoreFlagsResponse.changed:type_name -> petrel.store.v1.FlagChange
+	39, // 14: petrel.store.v1.StoreFlagsResponse.modified_uids:type_name -> petrel.store.v1.UIDSet
+	39, // 15: petrel.store.v1.CopyMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
+	39, // 16: petrel.store.v1.MoveMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
+	39, // 17: petrel.store.v1.ExpungeRequest.uids:type_name -> petrel.store.v1.UIDSet
+	28, // 18: petrel.store.v1.SearchRequest.criteria:type_name -> petrel.store.v1.SearchKey
+	29, // 19: petrel.store.v1.SearchKey.and:type_name -> petrel.store.v1.SearchKeys
+	29, // 20: petrel.store.v1.SearchKey.or:type_name -> petrel.store.v1.SearchKeys
+	28, // 21: petrel.store.v1.SearchKey.not:type_name -> petrel.store.v1.SearchKey
+	39, // 22: petrel.store.v1.SearchKey.uids:type_name -> petrel.store.v1.UIDSet
+	30, // 23: petrel.store.v1.SearchKey.header:type_name -> petrel.store.v1.HeaderMatch
+	31, // 24: petrel.store.v1.SearchKey.internal_date:type_name -> petrel.store.v1.DateMatch
+	31, // 25: petrel.store.v1.SearchKey.sent_date:type_name -> petrel.store.v1.DateMatch
+	28, // 26: petrel.store.v1.SearchKeys.keys:type_name -> petrel.store.v1.SearchKey
+	39, // 27: petrel.store.v1.ChangesSinceRequest.uids:type_name -> petrel.store.v1.UIDSet
+	18, // 28: petrel.store.v1.ChangesSinceResponse.changed:type_name -> petrel.store.v1.FlagChange
+	39, // 29: petrel.store.v1.ChangesSinceResponse.vanished:type_name -> petrel.store.v1.UIDSet
 	3,  // 30: petrel.store.v1.MessageService.AppendMessage:input_type -> petrel.store.v1.AppendMessageRequest
 	5,  // 31: petrel.store.v1.MessageService.Deliver:input_type -> petrel.store.v1.DeliverRequest
-	9,  // 32: petrel.store.v1.MessageService.FetchMessages:input_type -> petrel.store.v1.FetchMessagesRequest
-	13, // 33: petrel.store.v1.MessageService.StoreFlags:input_type -> petrel.store.v1.StoreFlagsRequest
-	16, // 34: petrel.store.v1.MessageService.CopyMessages:input_type -> petrel.store.v1.CopyMessagesRequest
-	18, // 35: petrel.store.v1.MessageService.MoveMessages:input_type -> petrel.store.v1.MoveMessagesRequest
-	20, // 36: petrel.store.v1.MessageService.Expunge:input_type -> petrel.store.v1.ExpungeRequest
-	22, // 37: petrel.store.v1.MessageService.Search:input_type -> petrel.store.v1.SearchRequest
-	28, // 38: petrel.store.v1.MessageService.ChangesSince:input_type -> petrel.store.v1.ChangesSinceRequest
-	30, // 39: petrel.store.v1.MessageService.GetBody:input_type -> petrel.store.v1.GetBodyRequest
-	32, // 40: petrel.store.v1.MessageService.GetQuota:input_type -> petrel.store.v1.GetQuotaRequest
-	4,  // 41: petrel.store.v1.MessageService.AppendMessage:output_type -> petrel.store.v1.AppendMessageResponse
-	8,  // 42: petrel.store.v1.MessageService.Deliver:output_type -> petrel.store.v1.DeliverResponse
-	12, // 43: petrel.store.v1.MessageService.FetchMessages:output_type -> petrel.store.v1.FetchMessagesResponse
-	15, // 44: petrel.store.v1.MessageService.StoreFlags:output_type -> petrel.store.v1.StoreFlagsResponse
-	17, // 45: petrel.store.v1.MessageService.CopyMessages:output_type -> petrel.store.v1.CopyMessagesResponse
-	19, // 46: petrel.store.v1.MessageService.MoveMessages:output_type -> petrel.store.v1.MoveMessagesResponse
-	21, // 47: petrel.store.v1.MessageService.Expunge:output_type -> petrel.store.v1.ExpungeResponse
-	23, // 48: petrel.store.v1.MessageService.Search:output_type -> petrel.store.v1.SearchResponse
-	29, // 49: petrel.store.v1.MessageService.ChangesSince:output_type -> petrel.store.v1.ChangesSinceResponse
-	31, // 50: petrel.store.v1.MessageService.GetBody:output_type -> petrel.store.v1.GetBodyResponse
-	33, // 51: petrel.store.v1.MessageService.GetQuota:output_type -> petrel.store.v1.GetQuotaResponse
-	41, // [41:52] is the sub-list for method output_type
-	30, // [30:41] is the sub-list for method input_type
+	9,  // 32: petrel.store.v1.MessageService.HoldObject:input_type -> petrel.store.v1.HoldObjectRequest
+	11, // 33: petrel.store.v1.MessageService.ReleaseObject:input_type -> petrel.store.v1.ReleaseObjectRequest
+	13, // 34: petrel.store.v1.MessageService.FetchMessages:input_type -> petrel.store.v1.FetchMessagesRequest
+	17, // 35: petrel.store.v1.MessageService.StoreFlags:input_type -> petrel.store.v1.StoreFlagsRequest
+	20, // 36: petrel.store.v1.MessageService.CopyMessages:input_type -> petrel.store.v1.CopyMessagesRequest
+	22, // 37: petrel.store.v1.MessageService.MoveMessages:input_type -> petrel.store.v1.MoveMessagesRequest
+	24, // 38: petrel.store.v1.MessageService.Expunge:input_type -> petrel.store.v1.ExpungeRequest
+	26, // 39: petrel.store.v1.MessageService.Search:input_type -> petrel.store.v1.SearchRequest
+	32, // 40: petrel.store.v1.MessageService.ChangesSince:input_type -> petrel.store.v1.ChangesSinceRequest
+	34, // 41: petrel.store.v1.MessageService.GetBody:input_type -> petrel.store.v1.GetBodyRequest
+	36, // 42: petrel.store.v1.MessageService.GetQuota:input_type -> petrel.store.v1.GetQuotaRequest
+	4,  // 43: petrel.store.v1.MessageService.AppendMessage:output_type -> petrel.store.v1.AppendMessageResponse
+	8,  // 44: petrel.store.v1.MessageService.Deliver:output_type -> petrel.store.v1.DeliverResponse
+	10, // 45: petrel.store.v1.MessageService.HoldObject:output_type -> petrel.store.v1.HoldObjectResponse
+	12, // 46: petrel.store.v1.MessageService.ReleaseObject:output_type -> petrel.store.v1.ReleaseObjectResponse
+	16, // 47: petrel.store.v1.MessageService.FetchMessages:output_type -> petrel.store.v1.FetchMessagesResponse
+	19, // 48: petrel.store.v1.MessageService.StoreFlags:output_type -> petrel.store.v1.StoreFlagsResponse
+	21, // 49: petrel.store.v1.MessageService.CopyMessages:output_type -> petrel.store.v1.CopyMessagesResponse
+	23, // 50: petrel.store.v1.MessageService.MoveMessages:output_type -> petrel.store.v1.MoveMessagesResponse
+	25, // 51: petrel.store.v1.MessageService.Expunge:output_type -> petrel.store.v1.ExpungeResponse
+	27, // 52: petrel.store.v1.MessageService.Search:output_type -> petrel.store.v1.SearchResponse
+	33, // 53: petrel.store.v1.MessageService.ChangesSince:output_type -> petrel.store.v1.ChangesSinceResponse
+	35, // 54: petrel.store.v1.MessageService.GetBody:output_type -> petrel.store.v1.GetBodyResponse
+	37, // 55: petrel.store.v1.MessageService.GetQuota:output_type -> petrel.store.v1.GetQuotaResponse
+	43, // [43:56] is the sub-list for method output_type
+	30, // [30:43] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2743,7 +2958,7 @@ func file_petrel_store_v1_message_proto_init() {
 		(*AppendMessageRequest_Header)(nil),
 		(*AppendMessageRequest_Chunk)(nil),
 	}
-	file_petrel_store_v1_message_proto_msgTypes[22].OneofWrappers = []any{
+	file_petrel_store_v1_message_proto_msgTypes[26].OneofWrappers = []any{
 		(*SearchKey_All)(nil),
 		(*SearchKey_And)(nil),
 		(*SearchKey_Or)(nil),
@@ -2766,7 +2981,7 @@ func file_petrel_store_v1_message_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_petrel_store_v1_message_proto_rawDesc), len(file_petrel_store_v1_message_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

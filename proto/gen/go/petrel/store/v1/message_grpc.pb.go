@@ -21,6 +21,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	MessageService_AppendMessage_FullMethodName = "/petrel.store.v1.MessageService/AppendMessage"
 	MessageService_Deliver_FullMethodName       = "/petrel.store.v1.MessageService/Deliver"
+	MessageService_HoldObject_FullMethodName    = "/petrel.store.v1.MessageService/HoldObject"
+	MessageService_ReleaseObject_FullMethodName = "/petrel.store.v1.MessageService/ReleaseObject"
 	MessageService_FetchMessages_FullMethodName = "/petrel.store.v1.MessageService/FetchMessages"
 	MessageService_StoreFlags_FullMethodName    = "/petrel.store.v1.MessageService/StoreFlags"
 	MessageService_CopyMessages_FullMethodName  = "/petrel.store.v1.MessageService/CopyMessages"
@@ -53,6 +55,16 @@ type MessageServiceClient interface {
 	// (over quota, unknown account) are reported in the results, not as an
 	// error of the call.
 	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
+	// HoldObject keeps a stored object from the collector while a queue
+	// entry still needs its bytes, whatever its mailbox references: a
+	// recipient retried after the object was recorded (a full mailbox), a
+	// remote recipient of a message a local recipient may expunge. holder
+	// names the hold (the queue id). Idempotent; also restarts the object's
+	// grace period. Needs a service token.
+	HoldObject(ctx context.Context, in *HoldObjectRequest, opts ...grpc.CallOption) (*HoldObjectResponse, error)
+	// ReleaseObject ends a hold; an object no mailbox references is then
+	// collected after the grace period. Idempotent. Needs a service token.
+	ReleaseObject(ctx context.Context, in *ReleaseObjectRequest, opts ...grpc.CallOption) (*ReleaseObjectResponse, error)
 	// FetchMessages streams metadata of the messages in a UID set, only the
 	// requested fields, optionally only those changed since a MODSEQ
 	// (CONDSTORE CHANGEDSINCE). Errors: NOT_FOUND (mailbox).
@@ -111,6 +123,26 @@ func (c *messageServiceClient) Deliver(ctx context.Context, in *DeliverRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeliverResponse)
 	err := c.cc.Invoke(ctx, MessageService_Deliver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *messageServiceClient) HoldObject(ctx context.Context, in *HoldObjectRequest, opts ...grpc.CallOption) (*HoldObjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HoldObjectResponse)
+	err := c.cc.Invoke(ctx, MessageService_HoldObject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *messageServiceClient) ReleaseObject(ctx context.Context, in *ReleaseObjectRequest, opts ...grpc.CallOption) (*ReleaseObjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseObjectResponse)
+	err := c.cc.Invoke(ctx, MessageService_ReleaseObject_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +278,16 @@ type MessageServiceServer interface {
 	// (over quota, unknown account) are reported in the results, not as an
 	// error of the call.
 	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
+	// HoldObject keeps a stored object from the collector while a queue
+	// entry still needs its bytes, whatever its mailbox references: a
+	// recipient retried after the object was recorded (a full mailbox), a
+	// remote recipient of a message a local recipient may expunge. holder
+	// names the hold (the queue id). Idempotent; also restarts the object's
+	// grace period. Needs a service token.
+	HoldObject(context.Context, *HoldObjectRequest) (*HoldObjectResponse, error)
+	// ReleaseObject ends a hold; an object no mailbox references is then
+	// collected after the grace period. Idempotent. Needs a service token.
+	ReleaseObject(context.Context, *ReleaseObjectRequest) (*ReleaseObjectResponse, error)
 	// FetchMessages streams metadata of the messages in a UID set, only the
 	// requested fields, optionally only those changed since a MODSEQ
 	// (CONDSTORE CHANGEDSINCE). Errors: NOT_FOUND (mailbox).
@@ -292,6 +334,12 @@ func (UnimplementedMessageServiceServer) AppendMessage(grpc.ClientStreamingServe
 }
 func (UnimplementedMessageServiceServer) Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedMessageServiceServer) HoldObject(context.Context, *HoldObjectRequest) (*HoldObjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HoldObject not implemented")
+}
+func (UnimplementedMessageServiceServer) ReleaseObject(context.Context, *ReleaseObjectRequest) (*ReleaseObjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseObject not implemented")
 }
 func (UnimplementedMessageServiceServer) FetchMessages(*FetchMessagesRequest, grpc.ServerStreamingServer[FetchMessagesResponse]) error {
 	return status.Error(codes.Unimplemented, "method FetchMessages not implemented")
@@ -362,6 +410,42 @@ func _MessageService_Deliver_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MessageServiceServer).Deliver(ctx, req.(*DeliverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MessageService_HoldObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HoldObjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessageServiceServer).HoldObject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MessageService_HoldObject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessageServiceServer).HoldObject(ctx, req.(*HoldObjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MessageService_ReleaseObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseObjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessageServiceServer).ReleaseObject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MessageService_ReleaseObject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessageServiceServer).ReleaseObject(ctx, req.(*ReleaseObjectRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -524,6 +608,14 @@ var MessageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Deliver",
 			Handler:    _MessageService_Deliver_Handler,
+		},
+		{
+			MethodName: "HoldObject",
+			Handler:    _MessageService_HoldObject_Handler,
+		},
+		{
+			MethodName: "ReleaseObject",
+			Handler:    _MessageService_ReleaseObject_Handler,
 		},
 		{
 			MethodName: "StoreFlags",
