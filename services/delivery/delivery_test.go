@@ -3,6 +3,7 @@ package delivery_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -253,6 +254,87 @@ func TestOverQuota(t *testing.T) {
 }
 
 var _ = testenv.Prefix
+
+// TestTraceHeaders: every copy starts with Return-Path: and Delivered-To:
+// for its own recipient, as Postfix's local delivery writes them, before
+// the shared object (the Received: smtp wrote); the null sender is <>.
+func TestTraceHeaders(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.account("alice"), e.account("bob")
+	en := e.entry("QTRACE", "sender@remote.test", alice, bob)
+	en.Recipients[1] = e.resolved(bob)
+	dsn := e.entry("QTRACENULL", "", alice)
+	e.publish(e.js, en, en.GetQueueId())
+	e.publish(e.js, dsn, dsn.GetQueueId())
+	e.runConsumer(consumerOpts{})
+	waitFor(t, "both deliveries", func() bool { return e.inbox(alice) == 2 && e.inbox(bob) == 1 })
+	want := map[string]string{
+		"alice": "Return-Path: <sender@remote.test>\r\nDelivered-To: " + alice + "\r\nReceived: from test\r\n",
+		"bob":   "Return-Path: <sender@remote.test>\r\nDelivered-To: " + bob + "\r\nReceived: from test\r\n",
+	}
+	got := map[string]string{"alice": e.inboxMessage(alice, 1), "bob": e.inboxMessage(bob, 1)}
+	if !strings.HasPrefix(got["alice"], "Return-Path: <sender@remote.test>") {
+		// The two entries may arrive in either order.
+		got["alice"] = e.inboxMessage(alice, 2)
+	}
+	for who, w := range want {
+		if !strings.HasPrefix(got[who], w) {
+			t.Errorf("%s's copy starts %q, want %q", who, got[who][:min(len(got[who]), 120)], w)
+		}
+	}
+	null := e.inboxMessage(alice, 1)
+	if !strings.HasPrefix(null, "Return-Path: <>") {
+		null = e.inboxMessage(alice, 2)
+	}
+	if w := "Return-Path: <>\r\nDelivered-To: " + alice + "\r\n"; !strings.HasPrefix(null, w) {
+		t.Errorf("null sender copy starts %q, want %q", null[:min(len(null), 120)], w)
+	}
+}
+
+// TestOverQuotaRetryOutlivesGCGrace: the first attempt to a full mailbox
+// records the object with no reference; the store's collector (grace
+// 100 ms here, an hour by default) would delete its bytes before the
+// retries (every 400-800 ms here, up to a day by default) if the queue
+// entry did not hold it. Once the quota is raised, the retry delivers the
+// message whole.
+func TestOverQuotaRetryOutlivesGCGrace(t *testing.T) {
+	e := newEnvWith(t, "--gc-grace=100ms", "--gc-interval=20ms")
+	full := e.account("full")
+	if _, err := e.operator.Admin.UpdateAccount(testCtx(t), updateQuota(full, 10)); err != nil {
+		t.Fatalf("set quota: %v", err)
+	}
+	en := e.entry("QHELD", "sender@remote.test", full)
+	// Resolved at RCPT time, as smtp sends it: the attempt is a store
+	// Deliver (which records the object), not a look-up that stops at the
+	// quota.
+	en.Recipients[0] = e.resolved(full)
+	e.publish(e.js, en, en.GetQueueId())
+	var attempts atomic.Int32
+	e.runConsumer(consumerOpts{
+		overQuota: time.Hour,
+		schedule:  retry.Schedule{Floor: 400 * time.Millisecond, Ceiling: 800 * time.Millisecond, Jitter: 1, Lifetime: time.Hour},
+		wrap: func(a queue.Attempter) queue.Attempter {
+			return attempterFunc(func(ctx context.Context, entry *queuev1.QueueEntry, pending []int) (queue.Attempt, error) {
+				att, err := a.Attempt(ctx, entry, pending)
+				attempts.Add(1)
+				return att, err
+			})
+		},
+	})
+	// Three attempts: two gaps, each several grace periods and many
+	// collector runs long.
+	waitFor(t, "three attempts", func() bool { return attempts.Load() >= 3 })
+	if _, err := e.blobs.Stat(testCtx(t), en.GetBlobKey()); err != nil {
+		t.Fatalf("the object of a deferred entry was collected: %v", err)
+	}
+	if _, err := e.operator.Admin.UpdateAccount(testCtx(t), updateQuota(full, 0)); err != nil {
+		t.Fatalf("raise quota: %v", err)
+	}
+	waitFor(t, "the delivery", func() bool { return e.inbox(full) == 1 })
+	waitFor(t, "the queue to empty", func() bool {
+		return streamMsgs(t, e.js, e.nopts.QueueStream()) == 0 && streamMsgs(t, e.js, queue.DeferredStream(e.nopts)) == 0
+	})
+}
 
 // TestCarriedResolution: a recipient that smtp resolved at RCPT time is
 // delivered to the accounts the entry names, without another look-up (the

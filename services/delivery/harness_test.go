@@ -2,7 +2,9 @@ package delivery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -96,6 +98,12 @@ var envSeq atomic.Int64
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t)
+}
+
+// newEnvWith starts the environment with extra petrel-store flags.
+func newEnvWith(t testing.TB, storeArgs ...string) *env {
+	t.Helper()
 	s3 := testenv.NewBucket(t)
 	dataDir := t.TempDir()
 	e := &env{t: t, password: "correct horse battery"}
@@ -111,6 +119,7 @@ func newEnv(t testing.TB) *env {
 			"--metrics-listen=127.0.0.1:0", "--log-format=text",
 		},
 	}
+	e.store.args = append(e.store.args, storeArgs...)
 	e.store.start(t)
 	var err error
 	if e.opToken, err = storeclient.ReadTokenFile(filepath.Join(dataDir, "operator.token")); err != nil {
@@ -207,6 +216,32 @@ func (e *env) inbox(addr string) int {
 	return int(st.GetStatus().GetMessages())
 }
 
+// inboxMessage returns the raw message with UID uid in addr's INBOX, as
+// an IMAP client would read it.
+func (e *env) inboxMessage(addr string, uid uint32) string {
+	e.t.Helper()
+	ctx := testCtx(e.t)
+	auth, err := e.operator.Directory.Authenticate(ctx, &storev1.AuthenticateRequest{Username: addr, Password: e.password, Service: "imap", RemoteIp: "127.0.0.1"})
+	if err != nil {
+		e.t.Fatalf("authenticate %s: %v", addr, err)
+	}
+	stream, err := e.operator.Messages.GetBody(storeclient.WithToken(ctx, auth.GetSessionToken()), &storev1.GetBodyRequest{Mailbox: "INBOX", Uid: uid, Whole: true})
+	if err != nil {
+		e.t.Fatalf("body of %s UID %d: %v", addr, uid, err)
+	}
+	var b strings.Builder
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return b.String()
+		}
+		if err != nil {
+			e.t.Fatalf("body of %s UID %d: %v", addr, uid, err)
+		}
+		b.Write(resp.GetChunk())
+	}
+}
+
 // entry writes a message object and returns its queue entry.
 func (e *env) entry(queueID, from string, rcpts ...string) *queuev1.QueueEntry {
 	e.t.Helper()
@@ -293,7 +328,8 @@ func (e *env) runConsumer(co consumerOpts) (stop func()) {
 		log = slog.New(slog.NewTextHandler(tWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	c, err := queue.New(queue.Options{
-		JS: co.js, NATS: e.nopts, Attempter: att, Blobs: e.blobs, Schedule: co.schedule, Bouncer: co.bouncer,
+		JS: co.js, NATS: e.nopts, Attempter: att, Blobs: e.blobs, Holds: local.Holds{Messages: e.service.Messages},
+		Schedule: co.schedule, Bouncer: co.bouncer,
 		Concurrency: max(co.concurrency, 8), UnavailableBackoff: 20 * time.Millisecond, UnavailableBackoffMax: 200 * time.Millisecond,
 		Logger: log,
 	})

@@ -177,6 +177,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 			JS: s.JS, NATS: nopts, Blobs: s.Blobs, ReportingMTA: hostname, Logger: log,
 		},
 		Blobs:       s.Blobs,
+		Holds:       local.Holds{Messages: s.Store.Messages},
 		Schedule:    cfg.Schedule(),
 		Concurrency: cfg.Concurrency,
 		Logger:      log,
@@ -188,6 +189,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	adm, err := admin.New(admin.Options{
 		JS: s.JS, NATS: nopts, Blobs: s.Blobs, Logger: log,
 		Verifier: &admin.StoreVerifier{Admin: s.Store.Admin},
+		Holds:    local.Holds{Messages: s.Store.Messages},
 	})
 	if err != nil {
 		return nil, err

@@ -44,7 +44,11 @@ type Options struct {
 	NATS     natsx.Options
 	Blobs    blob.Store
 	Verifier Verifier
-	Logger   *slog.Logger
+	// Holds releases the store's hold on a deleted entry's object.
+	Holds interface {
+		Release(ctx context.Context, blobKey, queueID string) error
+	}
+	Logger *slog.Logger
 }
 
 // Server implements QueueAdminService.
@@ -328,13 +332,19 @@ func (s *Server) DeleteQueueEntry(ctx context.Context, req *deliveryv1.DeleteQue
 	if err != nil {
 		return nil, err
 	}
-	mayReference := false
+	mayReference, held := false, false
 	for _, f := range all {
+		held = held || f.item.GetStoreHold()
 		if f.state != deliveryv1.QueueState_QUEUE_STATE_DEFERRED || f.item.GetStoreMayReference() {
 			mayReference = true
 		}
 		if err := s.deleteMsg(ctx, f); err != nil {
 			return nil, err
+		}
+	}
+	if key := all[0].item.GetEntry().GetBlobKey(); held && s.o.Holds != nil && key != "" {
+		if err := s.o.Holds.Release(ctx, key, req.GetQueueId()); err != nil {
+			s.log.Warn("release the message object of a deleted entry", "key", key, "error", err)
 		}
 	}
 	if key := all[0].item.GetEntry().GetBlobKey(); !mayReference && s.o.Blobs != nil && key != "" {

@@ -20,15 +20,17 @@
 // permanent 5.2.2. A store that cannot be reached fails the whole attempt
 // (nothing recorded, retried soon), never a recipient.
 //
-// Not yet done: Return-Path: and Delivered-To: (Postfix local delivery
-// adds them per recipient) need the store's per-recipient header_prefix,
-// which the store does not implement yet (it refuses a non-empty one).
+// Each copy starts with Return-Path: (the envelope sender, RFC 5321
+// §4.4) and Delivered-To: (the envelope recipient), as Postfix's local(8)
+// and virtual(8) write them: per recipient, in the store's header_prefix,
+// so the shared object stays one for all of them.
 package local
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	queuev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/queue/v1"
@@ -178,7 +180,11 @@ func (d *Deliverer) Deliver(ctx context.Context, entry *queuev1.QueueEntry, pend
 			InternalDate: entry.GetReceivedAt(),
 		}
 		for _, a := range accounts {
-			req.Recipients = append(req.Recipients, &storev1.DeliverRecipient{AccountId: a, Mailbox: "INBOX"})
+			// An account that several recipients reach gets one copy,
+			// traced with the first of them.
+			first := entry.GetRecipients()[serves[target{tenant, a}][0]].GetAddress()
+			req.Recipients = append(req.Recipients, &storev1.DeliverRecipient{AccountId: a, Mailbox: "INBOX",
+				HeaderPrefix: tracePrefix(entry.GetMailFrom(), first)})
 		}
 		resp, err := d.o.Messages.Deliver(ctx, req)
 		if err != nil {
@@ -195,6 +201,11 @@ func (d *Deliverer) Deliver(ctx context.Context, entry *queuev1.QueueEntry, pend
 			}
 			continue
 		}
+		// The store records the object on any answered Deliver, even when
+		// no mailbox took it (a full mailbox): from now on it is the
+		// store's collector that deletes it, and the entry that retries
+		// must hold it (queue.Holder).
+		out.StoreMayReference = true
 		got := map[string]storev1.DeliverOutcome{}
 		for _, r := range resp.GetResults() {
 			got[r.GetAccountId()] = r.GetOutcome()
@@ -250,4 +261,27 @@ func (d *Deliverer) overQuota(entry *queuev1.QueueEntry, i int) queue.Result {
 		return queue.Result{Index: i, Outcome: queue.Permanent, Reply: "552 5.2.2 mailbox full"}
 	}
 	return queue.Result{Index: i, Outcome: queue.Temporary, Reply: "452 4.2.2 mailbox full"}
+}
+
+// maxTraceAddress bounds an address written into the trace lines; the
+// store refuses a header prefix over 4096 bytes, and SMTP paths are at
+// most 256 octets (RFC 5321 §4.5.3.1.3).
+const maxTraceAddress = 1000
+
+// tracePrefix is the Return-Path: and Delivered-To: lines of one copy.
+// An address that could not be written as one header line (a CR or LF, or
+// too long: smtp never accepts such) leaves its line out.
+func tracePrefix(mailFrom, rcpt string) []byte {
+	var b []byte
+	if traceable(mailFrom) {
+		b = append(b, "Return-Path: <"+mailFrom+">\r\n"...)
+	}
+	if rcpt != "" && traceable(rcpt) {
+		b = append(b, "Delivered-To: "+rcpt+"\r\n"...)
+	}
+	return b
+}
+
+func traceable(addr string) bool {
+	return len(addr) <= maxTraceAddress && !strings.ContainsAny(addr, "\r\n\x00")
 }

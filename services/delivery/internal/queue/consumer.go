@@ -88,6 +88,13 @@ type Bouncer interface {
 	Delay(ctx context.Context, item *deliveryv1.QueueItem, delayed []int, until time.Time) error
 }
 
+// Holder holds an entry's message object in the store
+// (local.Holds: MessageService.HoldObject and ReleaseObject).
+type Holder interface {
+	Hold(ctx context.Context, blobKey, queueID string) error
+	Release(ctx context.Context, blobKey, queueID string) error
+}
+
 // Options configure a Consumer. JS, NATS and Attempter are required.
 type Options struct {
 	JS   jetstream.JetStream
@@ -100,6 +107,9 @@ type Options struct {
 	// Blobs, when set, is used to delete the message object of a finished
 	// entry that the store cannot reference.
 	Blobs blob.Store
+	// Holds, when set, keeps the object of an entry that waits for a retry
+	// from the store's collector once the store may reference it.
+	Holds Holder
 	// Schedule of retries after temporary failures; zero: retry.Default().
 	Schedule retry.Schedule
 	// Concurrency bounds the entries in work at once (default 16).
@@ -474,6 +484,9 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 	for _, i := range deferred {
 		item.Recipients[i].Outcome = deliveryv1.RecipientOutcome_RECIPIENT_OUTCOME_DEFERRED
 	}
+	if len(deferred) > 0 {
+		c.hold(ctx, item, log)
+	}
 	if len(bounced) > 0 {
 		if err := c.bounce(ctx, item, bounced, log); err != nil {
 			c.retryLater(msg, log, "bounce could not be queued", err)
@@ -546,10 +559,36 @@ func (c *Consumer) publishDeferred(ctx context.Context, item *deliveryv1.QueueIt
 	return err
 }
 
+// hold makes the store keep the object of an entry that will be retried,
+// once the store may reference it (before that, the object is not the
+// collector's: it is not recorded). A failure is logged and the hold tried
+// again at the next attempt: the store's grace period (an hour by
+// default) leaves time, and failing the attempt for it would repeat its
+// remote deliveries.
+func (c *Consumer) hold(ctx context.Context, item *deliveryv1.QueueItem, log *slog.Logger) {
+	entry := item.GetEntry()
+	if c.o.Holds == nil || !item.GetStoreMayReference() || item.GetStoreHold() || entry.GetBlobKey() == "" {
+		return
+	}
+	if err := c.o.Holds.Hold(ctx, entry.GetBlobKey(), entry.GetQueueId()); err != nil {
+		log.Warn("hold the message object for the retry; trying again at the next attempt", "key", entry.GetBlobKey(), "error", err)
+		return
+	}
+	item.StoreHold = true
+}
+
 // finished releases what the entry held: its message object, unless the
-// store may reference it (then the store's collector owns it).
+// store may reference it (then the store's collector owns it, and the
+// entry's hold on it ends).
 func (c *Consumer) finished(ctx context.Context, item *deliveryv1.QueueItem, log *slog.Logger) {
 	key := item.GetEntry().GetBlobKey()
+	if item.GetStoreHold() && c.o.Holds != nil {
+		if err := c.o.Holds.Release(ctx, key, item.GetEntry().GetQueueId()); err != nil {
+			// A hold left behind keeps the object (space); releasing
+			// early could lose mail.
+			log.Warn("release the message object of a finished entry", "key", key, "error", err)
+		}
+	}
 	if item.GetStoreMayReference() || c.o.Blobs == nil || key == "" {
 		return
 	}
