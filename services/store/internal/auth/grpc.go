@@ -60,6 +60,7 @@ func StoreRules() Rules {
 		storev1.DirectoryService_ResolveRecipient_FullMethodName: {Kinds: []Kind{KindService, KindOperator}, Capability: CapResolveRecipient},
 		storev1.DirectoryService_CanSendAs_FullMethodName:        sessionOnly,
 		storev1.MessageService_Deliver_FullMethodName:            {Kinds: []Kind{KindService, KindOperator}, Capability: CapDeliver},
+		storev1.MessageService_DeliverBatch_FullMethodName:       {Kinds: []Kind{KindService, KindOperator}, Capability: CapDeliver},
 		storev1.MessageService_HoldObject_FullMethodName:         {Kinds: []Kind{KindService, KindOperator}, Capability: CapDeliver},
 		storev1.MessageService_ReleaseObject_FullMethodName:      {Kinds: []Kind{KindService, KindOperator}, Capability: CapDeliver},
 		// Only the delivery service reads private keys; operators manage

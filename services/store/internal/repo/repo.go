@@ -396,6 +396,9 @@ type Messages interface {
 	Append(ctx context.Context, s Scope, mailboxID int64, req AppendRequest) (AppendResult, error)
 	// Deliver is idempotent per (DeliveryID, recipient).
 	Deliver(ctx context.Context, d Delivery) ([]DeliveryResult, error)
+	// DeliverBatch is Deliver for several deliveries at once (one
+	// transaction when it can), with one result and error per delivery.
+	DeliverBatch(ctx context.Context, ds []Delivery) ([][]DeliveryResult, []error)
 	// UIDs returns the mailbox's UIDs as ascending, maximal ranges.
 	UIDs(ctx context.Context, s Scope, mailboxID int64) ([]UIDRange, error)
 	// FetchMeta streams the messages in uids (nil: all) whose MODSEQ is

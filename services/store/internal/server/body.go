@@ -10,10 +10,12 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/petrel-mail/petrel/platform/blob"
 	"github.com/petrel-mail/petrel/services/store/internal/mimeparse"
@@ -210,130 +212,243 @@ func (s *MessageServer) storeStream(ctx context.Context, key string, size int64,
 // them, INBOX, no flags) are delivered by one repository call, one
 // transaction. Idempotent per (delivery_id, account).
 func (s *MessageServer) Deliver(ctx context.Context, req *storev1.DeliverRequest) (*storev1.DeliverResponse, error) {
+	p, err := s.prepareDelivery(ctx, req)
+	if err != nil {
+		return nil, s.fail(ctx, "deliver", err)
+	}
+	resp, err := s.finishDelivery(ctx, p, nil, nil)
+	if err != nil {
+		return nil, s.fail(ctx, "deliver", err)
+	}
+	return resp, nil
+}
+
+// maxDeliverBatch bounds DeliverBatch (memory: each delivery's parsed
+// object is held until the batch is recorded).
+const maxDeliverBatch = 64
+
+// DeliverBatch is Deliver for several entries: the objects are read and
+// parsed concurrently, and the usual deliveries (one group: every
+// recipient in the same mailbox) are recorded with one repository call,
+// one transaction and one commit for the whole batch.
+func (s *MessageServer) DeliverBatch(ctx context.Context, req *storev1.DeliverBatchRequest) (*storev1.DeliverBatchResponse, error) {
+	reqs := req.GetDeliveries()
+	if len(reqs) > maxDeliverBatch {
+		return nil, s.fail(ctx, "deliver batch", invalid(fmt.Sprintf("at most %d deliveries per batch", maxDeliverBatch)))
+	}
+	preps := make([]*preparedDelivery, len(reqs))
+	errs := make([]error, len(reqs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8) // concurrent object reads
+	for i, r := range reqs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			preps[i], errs[i] = s.prepareDelivery(ctx, r)
+		})
+	}
+	wg.Wait()
+	// One repository call for every single-group delivery.
+	var batch []repo.Delivery
+	var batchOf []int
+	for i, p := range preps {
+		if errs[i] == nil && p.single() {
+			batch = append(batch, p.delivery(p.order[0]))
+			batchOf = append(batchOf, i)
+		}
+	}
+	done := make([][]repo.DeliveryResult, len(reqs))
+	doneErr := make([]error, len(reqs))
+	if len(batch) > 0 {
+		outs, outErrs := s.d.Repo.DeliverBatch(ctx, batch)
+		for j, i := range batchOf {
+			done[i], doneErr[i] = outs[j], outErrs[j]
+		}
+	}
+	resp := &storev1.DeliverBatchResponse{Results: make([]*storev1.DeliverBatchResult, len(reqs))}
+	for i, p := range preps {
+		var r *storev1.DeliverResponse
+		err := errs[i]
+		if err == nil {
+			if p.single() {
+				r, err = s.finishDelivery(ctx, p, done[i], doneErr[i])
+			} else {
+				r, err = s.finishDelivery(ctx, p, nil, nil)
+			}
+		}
+		res := &storev1.DeliverBatchResult{Response: r}
+		if err != nil {
+			st, _ := status.FromError(s.fail(ctx, "deliver", err))
+			res.Response, res.Code, res.Message = nil, int32(st.Code()), st.Message()
+		}
+		resp.Results[i] = res
+	}
+	return resp, nil
+}
+
+// preparedDelivery is a Deliver request checked, its object read and
+// parsed, its recipients grouped by mailbox and flags.
+type preparedDelivery struct {
+	req       *storev1.DeliverRequest
+	tenant    int64
+	key       string
+	parsed    *mimeparse.Parsed
+	date      time.Time
+	results   []*storev1.DeliverResult
+	groups    map[string]*deliveryGroup
+	order     []string
+	objectID  int64 // recorded beforehand (several groups)
+	newObject *repo.NewObject
+}
+
+type deliveryGroup struct {
+	mailbox   string
+	flags     repo.Flags
+	idx       []int
+	byAccount map[int64][]int
+}
+
+// single reports whether the delivery is one repository call that records
+// the object itself (the usual case).
+func (p *preparedDelivery) single() bool { return len(p.order) == 1 }
+
+func (s *MessageServer) prepareDelivery(ctx context.Context, req *storev1.DeliverRequest) (*preparedDelivery, error) {
 	tenant, err := strconv.ParseInt(req.GetTenantId(), 10, 64)
 	if err != nil || tenant <= 0 {
-		return nil, s.fail(ctx, "deliver", invalid("bad tenant id"))
+		return nil, invalid("bad tenant id")
 	}
 	if req.GetDeliveryId() == "" {
-		return nil, s.fail(ctx, "deliver", invalid("delivery id is required"))
+		return nil, invalid("delivery id is required")
 	}
 	// A service may only link objects of the tenant it delivers for:
 	// object rows are per tenant, so a foreign key would let one tenant's
 	// mailbox point at another's bytes.
 	key := req.GetBlobKey()
 	if blob.ValidKey(key) != nil || !strings.HasPrefix(key, "msg/"+req.GetTenantId()+"/") {
-		return nil, s.fail(ctx, "deliver", invalid("bad blob key"))
+		return nil, invalid("bad blob key")
 	}
 	for _, r := range req.GetRecipients() {
 		if repo.CheckHeaderPrefix(r.GetHeaderPrefix()) != nil {
-			return nil, s.fail(ctx, "deliver", invalid("header prefix must be complete header lines ending in CRLF, at most 4096 bytes"))
+			return nil, invalid("header prefix must be complete header lines ending in CRLF, at most 4096 bytes")
 		}
 	}
-	rc, _, err := s.d.Blobs.Get(ctx, key)
-	if errors.Is(err, blob.ErrNotFound) {
-		return nil, s.fail(ctx, "deliver", fmt.Errorf("blob %s: %w", key, repo.ErrNotFound))
-	}
-	if err != nil {
-		return nil, s.fail(ctx, "deliver", fmt.Errorf("read object: %w", err))
-	}
-	parsed, err := mimeparse.Parse(rc)
-	rc.Close()
-	if err != nil {
-		return nil, s.fail(ctx, "deliver", fmt.Errorf("parse object %s: %w", key, err))
-	}
-	date := s.d.Now()
-	if req.GetInternalDate() != nil {
-		date = req.GetInternalDate().AsTime()
-	}
-
-	type group struct {
-		mailbox string
-		flags   repo.Flags
-		idx     []int
-	}
-	results := make([]*storev1.DeliverResult, len(req.GetRecipients()))
-	groups := map[string]*group{}
-	var order []string
+	p := &preparedDelivery{req: req, tenant: tenant, key: key, groups: map[string]*deliveryGroup{}}
+	p.results = make([]*storev1.DeliverResult, len(req.GetRecipients()))
 	for i, r := range req.GetRecipients() {
-		results[i] = &storev1.DeliverResult{AccountId: r.GetAccountId(), Outcome: storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_ACCOUNT}
-		if id, err := strconv.ParseInt(r.GetAccountId(), 10, 64); err != nil || id <= 0 {
+		p.results[i] = &storev1.DeliverResult{AccountId: r.GetAccountId(), Outcome: storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_ACCOUNT}
+		id, err := strconv.ParseInt(r.GetAccountId(), 10, 64)
+		if err != nil || id <= 0 {
 			continue
 		}
 		flags, err := parseFlags(r.GetFlags())
 		if err != nil {
-			return nil, s.fail(ctx, "deliver", err)
+			return nil, err
 		}
 		mailbox := r.GetMailbox()
 		if mailbox == "" {
 			mailbox = repo.Inbox
 		}
 		gk := mailbox + "\x00" + strings.Join(formatFlags(flags), " ")
-		g := groups[gk]
+		g := p.groups[gk]
 		if g == nil {
-			g = &group{mailbox: mailbox, flags: flags}
-			groups[gk] = g
-			order = append(order, gk)
+			g = &deliveryGroup{mailbox: mailbox, flags: flags, byAccount: map[int64][]int{}}
+			p.groups[gk] = g
+			p.order = append(p.order, gk)
 		}
 		g.idx = append(g.idx, i)
+		g.byAccount[id] = append(g.byAccount[id], i)
 	}
+	rc, _, err := s.d.Blobs.Get(ctx, key)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, fmt.Errorf("blob %s: %w", key, repo.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read object: %w", err)
+	}
+	p.parsed, err = mimeparse.Parse(rc)
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("parse object %s: %w", key, err)
+	}
+	p.date = s.d.Now()
+	if req.GetInternalDate() != nil {
+		p.date = req.GetInternalDate().AsTime()
+	}
+	p.newObject = &repo.NewObject{Key: key, Parsed: p.parsed}
+	return p, nil
+}
+
+// delivery is the repository call of one group.
+func (p *preparedDelivery) delivery(gk string) repo.Delivery {
+	g := p.groups[gk]
+	d := repo.Delivery{TenantID: p.tenant, DeliveryID: p.req.GetDeliveryId(), Mailbox: g.mailbox, ObjectID: p.objectID,
+		NewObject: p.newObject, Flags: g.flags, InternalDate: p.date}
+	seen := map[int64]bool{}
+	for _, i := range g.idx {
+		r := p.req.GetRecipients()[i]
+		id, _ := strconv.ParseInt(r.GetAccountId(), 10, 64)
+		if seen[id] {
+			continue
+		}
+		// An account listed twice gets one copy, with the header lines
+		// of its first listing.
+		seen[id] = true
+		d.Recipients = append(d.Recipients, id)
+		if pre := r.GetHeaderPrefix(); len(pre) > 0 {
+			if d.HeaderPrefix == nil {
+				d.HeaderPrefix = map[int64][]byte{}
+			}
+			d.HeaderPrefix[id] = pre
+		}
+	}
+	return d
+}
+
+// finishDelivery records the delivery (unless the single group's result is
+// given: done and doneErr, from a batch) and reports the outcomes.
+func (s *MessageServer) finishDelivery(ctx context.Context, p *preparedDelivery, done []repo.DeliveryResult, doneErr error) (*storev1.DeliverResponse, error) {
+	given := done != nil || doneErr != nil
 	// The usual delivery is one group: the object is recorded by the same
 	// repository call that links it, one round trip in all. Several groups
 	// record it first and link it once per group.
-	var objectID int64
-	newObject := &repo.NewObject{Key: key, Parsed: parsed}
-	if len(order) > 1 {
-		if objectID, err = s.d.Repo.CreateObject(ctx, tenant, key, parsed); err != nil {
-			return nil, s.fail(ctx, "deliver", err)
+	if len(p.order) > 1 {
+		id, err := s.d.Repo.CreateObject(ctx, p.tenant, p.key, p.parsed)
+		if err != nil {
+			return nil, err
 		}
-		newObject = nil
+		p.objectID, p.newObject = id, nil
 	}
-	for _, gk := range order {
-		g := groups[gk]
-		byAccount := map[int64][]int{}
-		d := repo.Delivery{TenantID: tenant, DeliveryID: req.GetDeliveryId(), Mailbox: g.mailbox, ObjectID: objectID,
-			NewObject: newObject, Flags: g.flags, InternalDate: date}
-		for _, i := range g.idx {
-			r := req.GetRecipients()[i]
-			id, _ := strconv.ParseInt(r.GetAccountId(), 10, 64)
-			if byAccount[id] == nil {
-				// An account listed twice gets one copy, with the
-				// header lines of its first listing.
-				d.Recipients = append(d.Recipients, id)
-				if p := r.GetHeaderPrefix(); len(p) > 0 {
-					if d.HeaderPrefix == nil {
-						d.HeaderPrefix = map[int64][]byte{}
-					}
-					d.HeaderPrefix[id] = p
-				}
-			}
-			byAccount[id] = append(byAccount[id], i)
+	for _, gk := range p.order {
+		g := p.groups[gk]
+		out, err := done, doneErr
+		if !given {
+			out, err = s.d.Repo.Deliver(ctx, p.delivery(gk))
 		}
-		out, err := s.d.Repo.Deliver(ctx, d)
 		if errors.Is(err, repo.ErrInvalidName) {
 			for _, i := range g.idx {
-				results[i].Outcome = storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_MAILBOX
+				p.results[i].Outcome = storev1.DeliverOutcome_DELIVER_OUTCOME_NO_SUCH_MAILBOX
 			}
 			continue
 		}
 		if err != nil {
-			return nil, s.fail(ctx, "deliver", err)
+			return nil, err
 		}
 		for _, r := range out {
-			outcome := s.outcome(ctx, tenant, g.mailbox, r)
-			for _, i := range byAccount[r.AccountID] {
-				results[i].Outcome = outcome
+			outcome := s.outcome(ctx, p.tenant, g.mailbox, r)
+			for _, i := range g.byAccount[r.AccountID] {
+				p.results[i].Outcome = outcome
 				if r.Err == nil {
-					results[i].UidValidity, results[i].Uid = r.UIDValidity, r.UID
+					p.results[i].UidValidity, p.results[i].Uid = r.UIDValidity, r.UID
 				}
 			}
 			if r.Err == nil && !r.Duplicate {
-				sc := repo.Scope{TenantID: tenant, AccountID: r.AccountID}
+				sc := repo.Scope{TenantID: p.tenant, AccountID: r.AccountID}
 				s.event(ctx, sc, storev1.MailboxEventKind_MAILBOX_EVENT_KIND_APPEND,
 					repo.Mailbox{ID: r.MailboxID, Name: g.mailbox}, []uint32{r.UID}, r.ModSeq, r.UID+1)
 			}
 		}
 	}
-	return &storev1.DeliverResponse{Results: results}, nil
+	return &storev1.DeliverResponse{Results: p.results}, nil
 }
 
 // objectRef checks a service's (tenant, key) pair as Deliver does: a

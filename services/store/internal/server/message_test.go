@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -632,5 +633,61 @@ func TestHoldObjectKeepsARetriedMessage(t *testing.T) {
 	}
 	if _, err := f.client.Messages.HoldObject(userCtx, hold); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("hold by an account session: %v", err)
+	}
+}
+
+// TestDeliverBatch: each delivery of a batch gets its own result in
+// request order; one whose object is missing fails alone (NOT_FOUND), and
+// a repeated batch is all duplicates.
+func TestDeliverBatch(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	bg := context.Background()
+	var reqs []*storev1.DeliverRequest
+	var users []context.Context
+	for i := range 4 {
+		sc, ctx := f.account(t)
+		users = append(users, ctx)
+		key := fmt.Sprintf("msg/%s/2026/11/26/batch%d", idString(f.tenant.ID), i)
+		if i != 2 {
+			if _, err := f.blobs.Put(bg, key, bytes.NewReader(simpleMsg(fmt.Sprintf("batch%d", i)))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reqs = append(reqs, &storev1.DeliverRequest{DeliveryId: fmt.Sprintf("batch%d", i), TenantId: idString(f.tenant.ID), BlobKey: key,
+			Recipients: []*storev1.DeliverRecipient{{AccountId: idString(sc.AccountID), HeaderPrefix: []byte("Delivered-To: x\r\n")}}})
+	}
+	sctx := f.service(t, "delivery")
+	for round, want := range []storev1.DeliverOutcome{storev1.DeliverOutcome_DELIVER_OUTCOME_DELIVERED, storev1.DeliverOutcome_DELIVER_OUTCOME_DUPLICATE} {
+		resp, err := f.client.Messages.DeliverBatch(sctx, &storev1.DeliverBatchRequest{Deliveries: reqs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetResults()) != len(reqs) {
+			t.Fatalf("round %d: %d results", round, len(resp.GetResults()))
+		}
+		for i, r := range resp.GetResults() {
+			if i == 2 {
+				if codes.Code(r.GetCode()) != codes.NotFound || r.GetResponse() != nil {
+					t.Fatalf("round %d: missing object gave %v", round, r)
+				}
+				continue
+			}
+			got := r.GetResponse().GetResults()
+			if r.GetCode() != 0 || len(got) != 1 || got[0].GetOutcome() != want || got[0].GetAccountId() != reqs[i].Recipients[0].AccountId {
+				t.Fatalf("round %d delivery %d: %v", round, i, r)
+			}
+		}
+	}
+	for i, ctx := range users {
+		if i == 2 {
+			continue
+		}
+		got, _, err := f.body(ctx, &storev1.GetBodyRequest{Mailbox: "INBOX", Uid: 1, Whole: true})
+		if want := append([]byte("Delivered-To: x\r\n"), simpleMsg(fmt.Sprintf("batch%d", i))...); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("delivery %d body %q, %v", i, got, err)
+		}
+	}
+	if _, err := f.client.Messages.DeliverBatch(users[0], &storev1.DeliverBatchRequest{Deliveries: reqs}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("batch by an account session: %v", err)
 	}
 }

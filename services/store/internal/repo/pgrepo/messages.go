@@ -1,6 +1,7 @@
 package pgrepo
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,6 +133,23 @@ func (a *deliverArgs) sqlArgs() ([]any, error) {
 		p.Subject, p.From, p.To, p.Cc, p.Bcc, p.MessageID, p.InReplyTo, sent, p.Malformed, p.Text, sf.sentDay, sf.words), nil
 }
 
+// scanDeliver reads petrel_deliver's rows, appending to out.
+func scanDeliver(rows pgx.Rows, out []repo.DeliveryResult) ([]repo.DeliveryResult, error) {
+	var acct int64
+	var status int32
+	var mb, uidv, uid, ms *int64
+	_, err := pgx.ForEachRow(rows, []any{&acct, &status, &mb, &uidv, &uid, &ms}, func() error {
+		res := repo.DeliveryResult{AccountID: acct, Duplicate: status == 1}
+		res.Err = addStatus(status, fmt.Sprintf("account %d", acct))
+		if res.Err == nil {
+			res.MailboxID, res.UIDValidity, res.UID, res.ModSeq = *mb, uint32(*uidv), uint32(*uid), uint64(*ms)
+		}
+		out = append(out, res)
+		return nil
+	})
+	return out, err
+}
+
 // deliver calls petrel_deliver: one statement, one transaction, one round
 // trip (the statement is prepared once per connection by pgx's cache).
 func (r *Repo) deliver(ctx context.Context, a deliverArgs) ([]repo.DeliveryResult, error) {
@@ -148,18 +166,7 @@ func (r *Repo) deliver(ctx context.Context, a deliverArgs) ([]repo.DeliveryResul
 		var rows pgx.Rows
 		rows, err = r.pool.Query(ctx, deliverSQL, args...)
 		if err == nil {
-			var acct int64
-			var status int32
-			var mb, uidv, uid, ms *int64
-			_, err = pgx.ForEachRow(rows, []any{&acct, &status, &mb, &uidv, &uid, &ms}, func() error {
-				res := repo.DeliveryResult{AccountID: acct, Duplicate: status == 1}
-				res.Err = addStatus(status, fmt.Sprintf("account %d", acct))
-				if res.Err == nil {
-					res.MailboxID, res.UIDValidity, res.UID, res.ModSeq = *mb, uint32(*uidv), uint32(*uid), uint64(*ms)
-				}
-				out = append(out, res)
-				return nil
-			})
+			out, err = scanDeliver(rows, out)
 		}
 		if !retryable(err) {
 			break
@@ -194,19 +201,107 @@ func (r *Repo) Append(ctx context.Context, s repo.Scope, mailboxID int64, req re
 // recording the object first when d.NewObject is set, all in one
 // statement. Results are in ascending account order.
 func (r *Repo) Deliver(ctx context.Context, d repo.Delivery) ([]repo.DeliveryResult, error) {
+	a, err := deliveryArgs(d)
+	if err != nil {
+		return nil, err
+	}
+	return r.deliver(ctx, a)
+}
+
+func deliveryArgs(d repo.Delivery) (deliverArgs, error) {
 	name := d.Mailbox
 	if name == "" {
 		name = repo.Inbox
 	}
 	name, err := repo.NormalizeMailboxName(name)
 	if err != nil {
-		return nil, err
+		return deliverArgs{}, err
 	}
 	if d.DeliveryID == "" {
-		return nil, fmt.Errorf("%w: empty delivery id", repo.ErrInvalidName)
+		return deliverArgs{}, fmt.Errorf("%w: empty delivery id", repo.ErrInvalidName)
 	}
-	return r.deliver(ctx, deliverArgs{tenant: d.TenantID, accounts: d.Recipients, prefixes: d.HeaderPrefix, mailboxName: &name,
-		object: d.ObjectID, newObject: d.NewObject, flags: d.Flags, date: d.InternalDate, deliveryID: &d.DeliveryID})
+	return deliverArgs{tenant: d.TenantID, accounts: d.Recipients, prefixes: d.HeaderPrefix, mailboxName: &name,
+		object: d.ObjectID, newObject: d.NewObject, flags: d.Flags, date: d.InternalDate, deliveryID: &d.DeliveryID}, nil
+}
+
+// DeliverBatch runs several deliveries in one transaction: one round trip
+// (a pgx batch of petrel_deliver calls) and one commit for all of them,
+// which is most of what a delivery costs the database besides its rows.
+// The deliveries are sent in the order of their lowest account, so that
+// concurrent batches of single-recipient deliveries (the usual mail) take
+// mailbox locks in one global order. When the transaction fails as a whole
+// (a deadlock between multi-recipient deliveries, a concurrent recording
+// of the same object, a missing tenant or object), each delivery is run on
+// its own with Deliver, so every one gets its own outcome and a bad one
+// never fails the others.
+func (r *Repo) DeliverBatch(ctx context.Context, ds []repo.Delivery) ([][]repo.DeliveryResult, []error) {
+	out := make([][]repo.DeliveryResult, len(ds))
+	errs := make([]error, len(ds))
+	type item struct {
+		i    int
+		args []any
+		low  int64
+	}
+	var items []item
+	now := time.Now()
+	for i, d := range ds {
+		a, err := deliveryArgs(d)
+		if err == nil && len(d.Recipients) == 0 {
+			err = fmt.Errorf("%w: no recipients", repo.ErrInvalidName)
+		}
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if a.date.IsZero() {
+			a.date = now
+		}
+		args, err := a.sqlArgs()
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		items = append(items, item{i: i, args: args, low: slices.Min(d.Recipients)})
+	}
+	if len(items) == 0 {
+		return out, errs
+	}
+	if len(items) == 1 {
+		i := items[0].i
+		out[i], errs[i] = r.Deliver(ctx, ds[i])
+		return out, errs
+	}
+	slices.SortStableFunc(items, func(a, b item) int { return cmp.Compare(a.low, b.low) })
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		for _, it := range items {
+			b.Queue(deliverSQL, it.args...)
+		}
+		br := tx.SendBatch(ctx, b)
+		for _, it := range items {
+			rows, err := br.Query()
+			if err == nil {
+				out[it.i], err = scanDeliver(rows, nil)
+			}
+			if err != nil {
+				br.Close()
+				return err
+			}
+		}
+		return br.Close()
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			for _, it := range items {
+				out[it.i], errs[it.i] = nil, fmt.Errorf("pgrepo: deliver batch: %w", err)
+			}
+			return out, errs
+		}
+		for _, it := range items {
+			out[it.i], errs[it.i] = r.Deliver(ctx, ds[it.i])
+		}
+	}
+	return out, errs
 }
 
 // mailboxMissing turns an empty result into ErrNotFound when the mailbox

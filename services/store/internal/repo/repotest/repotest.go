@@ -33,6 +33,7 @@ func Run(t *testing.T, newRepo Factory) {
 	}{
 		{"ConcurrentAppendUIDOrder", testConcurrentAppend},
 		{"DeliverIdempotent", testDeliverIdempotent},
+		{"DeliverBatch", testDeliverBatch},
 		{"DeliverManyRecipientsOneObject", testDeliverManyRecipients},
 		{"DeliverNewObject", testDeliverNewObject}, {"DeliverHeaderPrefix", testDeliverHeaderPrefix},
 		{"ExpungeReleasesAndCollectorDeletes", testExpungeCollect},
@@ -260,6 +261,78 @@ func testConcurrentAppend(t *testing.T, f Factory) {
 		}
 	}
 	checkCounters(t, e.r, s)
+}
+
+// testDeliverBatch: a batch gives each delivery its own outcome, in
+// request order; a delivery that fails (an object that does not exist)
+// fails alone; concurrent batches to overlapping mailboxes and a repeated
+// batch give one copy each.
+func testDeliverBatch(t *testing.T, f Factory) {
+	e := newEnv(t, f)
+	ctx := context.Background()
+	accts := []repo.Scope{e.account(t), e.account(t), e.account(t)}
+	var ds []repo.Delivery
+	for i := range 6 {
+		// Descending accounts: the batch reorders them, the results must not.
+		a := accts[len(accts)-1-i%len(accts)]
+		ds = append(ds, repo.Delivery{TenantID: e.tenant.ID, DeliveryID: fmt.Sprintf("batch-%d", i),
+			Recipients: []int64{a.AccountID}, ObjectID: e.object(t, 100)})
+	}
+	bad := repo.Delivery{TenantID: e.tenant.ID, DeliveryID: "batch-bad", Recipients: []int64{accts[0].AccountID}, ObjectID: 1 << 40}
+	ds = append(ds[:3], append([]repo.Delivery{bad}, ds[3:]...)...)
+	check := func(round int, out [][]repo.DeliveryResult, errs []error, dup bool) {
+		t.Helper()
+		if len(out) != len(ds) || len(errs) != len(ds) {
+			t.Fatalf("round %d: %d results, %d errors for %d deliveries", round, len(out), len(errs), len(ds))
+		}
+		for i, d := range ds {
+			if d.DeliveryID == "batch-bad" {
+				wantErr(t, "delivery of a missing object", errs[i], repo.ErrNotFound)
+				continue
+			}
+			if errs[i] != nil || len(out[i]) != 1 || out[i][0].Err != nil || out[i][0].AccountID != d.Recipients[0] || out[i][0].Duplicate != dup {
+				t.Fatalf("round %d delivery %d: %+v, %v", round, i, out[i], errs[i])
+			}
+		}
+	}
+	out, errs := e.r.DeliverBatch(ctx, ds)
+	check(1, out, errs, false)
+	out, errs = e.r.DeliverBatch(ctx, ds)
+	check(2, out, errs, true)
+	for _, a := range accts {
+		if mb := e.inbox(t, a); mb.Messages != 2 {
+			t.Fatalf("account %d INBOX has %d messages, want 2", a.AccountID, mb.Messages)
+		}
+		checkCounters(t, e.r, a)
+	}
+
+	// Concurrent batches over the same mailboxes, in opposite orders.
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			var b []repo.Delivery
+			for i := range 6 {
+				a := accts[(i+w)%len(accts)]
+				b = append(b, repo.Delivery{TenantID: e.tenant.ID, DeliveryID: fmt.Sprintf("conc-%d-%d", w, i),
+					Recipients: []int64{a.AccountID, accts[(i+w+1)%len(accts)].AccountID}, ObjectID: e.object(t, 10)})
+			}
+			_, errs := e.r.DeliverBatch(ctx, b)
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("batch %d delivery %d: %v", w, i, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for _, a := range accts {
+		total += int(e.inbox(t, a).Messages)
+		checkCounters(t, e.r, a)
+	}
+	if total != 6+4*6*2 {
+		t.Fatalf("%d messages in all, want %d", total, 6+4*6*2)
+	}
 }
 
 func testDeliverIdempotent(t *testing.T, f Factory) {

@@ -614,6 +614,157 @@ func (x *DeliverResponse) GetResults() []*DeliverResult {
 	return nil
 }
 
+type DeliverBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*DeliverRequest      `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverBatchRequest) Reset() {
+	*x = DeliverBatchRequest{}
+	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverBatchRequest) ProtoMessage() {}
+
+func (x *DeliverBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverBatchRequest.ProtoReflect.Descriptor instead.
+func (*DeliverBatchRequest) Descriptor() ([]byte, []int) {
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeliverBatchRequest) GetDeliveries() []*DeliverRequest {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// DeliverBatchResult is one delivery's outcome: response when code is 0
+// (OK), otherwise the gRPC status code and message Deliver would have
+// failed with.
+type DeliverBatchResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *DeliverResponse       `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	Code          int32                  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverBatchResult) Reset() {
+	*x = DeliverBatchResult{}
+	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverBatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverBatchResult) ProtoMessage() {}
+
+func (x *DeliverBatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverBatchResult.ProtoReflect.Descriptor instead.
+func (*DeliverBatchResult) Descriptor() ([]byte, []int) {
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeliverBatchResult) GetResponse() *DeliverResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *DeliverBatchResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *DeliverBatchResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type DeliverBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*DeliverBatchResult  `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverBatchResponse) Reset() {
+	*x = DeliverBatchResponse{}
+	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverBatchResponse) ProtoMessage() {}
+
+func (x *DeliverBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverBatchResponse.ProtoReflect.Descriptor instead.
+func (*DeliverBatchResponse) Descriptor() ([]byte, []int) {
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DeliverBatchResponse) GetResults() []*DeliverBatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type HoldObjectRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -627,7 +778,7 @@ type HoldObjectRequest struct {
 
 func (x *HoldObjectRequest) Reset() {
 	*x = HoldObjectRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +790,7 @@ func (x *HoldObjectRequest) String() string {
 func (*HoldObjectRequest) ProtoMessage() {}
 
 func (x *HoldObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[7]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +803,7 @@ func (x *HoldObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldObjectRequest.ProtoReflect.Descriptor instead.
 func (*HoldObjectRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{7}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HoldObjectRequest) GetTenantId() string {
@@ -684,7 +835,7 @@ type HoldObjectResponse struct {
 
 func (x *HoldObjectResponse) Reset() {
 	*x = HoldObjectResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +847,7 @@ func (x *HoldObjectResponse) String() string {
 func (*HoldObjectResponse) ProtoMessage() {}
 
 func (x *HoldObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[8]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +860,7 @@ func (x *HoldObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldObjectResponse.ProtoReflect.Descriptor instead.
 func (*HoldObjectResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{8}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{11}
 }
 
 type ReleaseObjectRequest struct {
@@ -723,7 +874,7 @@ type ReleaseObjectRequest struct {
 
 func (x *ReleaseObjectRequest) Reset() {
 	*x = ReleaseObjectRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +886,7 @@ func (x *ReleaseObjectRequest) String() string {
 func (*ReleaseObjectRequest) ProtoMessage() {}
 
 func (x *ReleaseObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[9]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +899,7 @@ func (x *ReleaseObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseObjectRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseObjectRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{9}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReleaseObjectRequest) GetTenantId() string {
@@ -780,7 +931,7 @@ type ReleaseObjectResponse struct {
 
 func (x *ReleaseObjectResponse) Reset() {
 	*x = ReleaseObjectResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +943,7 @@ func (x *ReleaseObjectResponse) String() string {
 func (*ReleaseObjectResponse) ProtoMessage() {}
 
 func (x *ReleaseObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[10]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +956,7 @@ func (x *ReleaseObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseObjectResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseObjectResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{10}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{13}
 }
 
 type FetchMessagesRequest struct {
@@ -820,7 +971,7 @@ type FetchMessagesRequest struct {
 
 func (x *FetchMessagesRequest) Reset() {
 	*x = FetchMessagesRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +983,7 @@ func (x *FetchMessagesRequest) String() string {
 func (*FetchMessagesRequest) ProtoMessage() {}
 
 func (x *FetchMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[11]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +996,7 @@ func (x *FetchMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMessagesRequest.ProtoReflect.Descriptor instead.
 func (*FetchMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{11}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FetchMessagesRequest) GetMailbox() string {
@@ -893,7 +1044,7 @@ type MessagePart struct {
 
 func (x *MessagePart) Reset() {
 	*x = MessagePart{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1056,7 @@ func (x *MessagePart) String() string {
 func (*MessagePart) ProtoMessage() {}
 
 func (x *MessagePart) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[12]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1069,7 @@ func (x *MessagePart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagePart.ProtoReflect.Descriptor instead.
 func (*MessagePart) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{12}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MessagePart) GetPath() string {
@@ -1003,7 +1154,7 @@ type MessageMeta struct {
 
 func (x *MessageMeta) Reset() {
 	*x = MessageMeta{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1166,7 @@ func (x *MessageMeta) String() string {
 func (*MessageMeta) ProtoMessage() {}
 
 func (x *MessageMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[13]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1179,7 @@ func (x *MessageMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageMeta.ProtoReflect.Descriptor instead.
 func (*MessageMeta) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{13}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MessageMeta) GetUid() uint32 {
@@ -1110,7 +1261,7 @@ type FetchMessagesResponse struct {
 
 func (x *FetchMessagesResponse) Reset() {
 	*x = FetchMessagesResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1273,7 @@ func (x *FetchMessagesResponse) String() string {
 func (*FetchMessagesResponse) ProtoMessage() {}
 
 func (x *FetchMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[14]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1286,7 @@ func (x *FetchMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMessagesResponse.ProtoReflect.Descriptor instead.
 func (*FetchMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{14}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FetchMessagesResponse) GetMessages() []*MessageMeta {
@@ -1159,7 +1310,7 @@ type StoreFlagsRequest struct {
 
 func (x *StoreFlagsRequest) Reset() {
 	*x = StoreFlagsRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1322,7 @@ func (x *StoreFlagsRequest) String() string {
 func (*StoreFlagsRequest) ProtoMessage() {}
 
 func (x *StoreFlagsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[15]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1335,7 @@ func (x *StoreFlagsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreFlagsRequest.ProtoReflect.Descriptor instead.
 func (*StoreFlagsRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{15}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StoreFlagsRequest) GetMailbox() string {
@@ -1233,7 +1384,7 @@ type FlagChange struct {
 
 func (x *FlagChange) Reset() {
 	*x = FlagChange{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1396,7 @@ func (x *FlagChange) String() string {
 func (*FlagChange) ProtoMessage() {}
 
 func (x *FlagChange) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[16]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1409,7 @@ func (x *FlagChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlagChange.ProtoReflect.Descriptor instead.
 func (*FlagChange) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{16}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FlagChange) GetUid() uint32 {
@@ -1293,7 +1444,7 @@ type StoreFlagsResponse struct {
 
 func (x *StoreFlagsResponse) Reset() {
 	*x = StoreFlagsResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1456,7 @@ func (x *StoreFlagsResponse) String() string {
 func (*StoreFlagsResponse) ProtoMessage() {}
 
 func (x *StoreFlagsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[17]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1469,7 @@ func (x *StoreFlagsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreFlagsResponse.ProtoReflect.Descriptor instead.
 func (*StoreFlagsResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{17}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StoreFlagsResponse) GetChanged() []*FlagChange {
@@ -1353,7 +1504,7 @@ type CopyMessagesRequest struct {
 
 func (x *CopyMessagesRequest) Reset() {
 	*x = CopyMessagesRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1516,7 @@ func (x *CopyMessagesRequest) String() string {
 func (*CopyMessagesRequest) ProtoMessage() {}
 
 func (x *CopyMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[18]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1529,7 @@ func (x *CopyMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyMessagesRequest.ProtoReflect.Descriptor instead.
 func (*CopyMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{18}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CopyMessagesRequest) GetMailbox() string {
@@ -1414,7 +1565,7 @@ type CopyMessagesResponse struct {
 
 func (x *CopyMessagesResponse) Reset() {
 	*x = CopyMessagesResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1577,7 @@ func (x *CopyMessagesResponse) String() string {
 func (*CopyMessagesResponse) ProtoMessage() {}
 
 func (x *CopyMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[19]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1590,7 @@ func (x *CopyMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyMessagesResponse.ProtoReflect.Descriptor instead.
 func (*CopyMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{19}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CopyMessagesResponse) GetDestinationUidValidity() uint32 {
@@ -1474,7 +1625,7 @@ type MoveMessagesRequest struct {
 
 func (x *MoveMessagesRequest) Reset() {
 	*x = MoveMessagesRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1637,7 @@ func (x *MoveMessagesRequest) String() string {
 func (*MoveMessagesRequest) ProtoMessage() {}
 
 func (x *MoveMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[20]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1650,7 @@ func (x *MoveMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveMessagesRequest.ProtoReflect.Descriptor instead.
 func (*MoveMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{20}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MoveMessagesRequest) GetMailbox() string {
@@ -1534,7 +1685,7 @@ type MoveMessagesResponse struct {
 
 func (x *MoveMessagesResponse) Reset() {
 	*x = MoveMessagesResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1697,7 @@ func (x *MoveMessagesResponse) String() string {
 func (*MoveMessagesResponse) ProtoMessage() {}
 
 func (x *MoveMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[21]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1710,7 @@ func (x *MoveMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveMessagesResponse.ProtoReflect.Descriptor instead.
 func (*MoveMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{21}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MoveMessagesResponse) GetDestinationUidValidity() uint32 {
@@ -1594,7 +1745,7 @@ type ExpungeRequest struct {
 
 func (x *ExpungeRequest) Reset() {
 	*x = ExpungeRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1757,7 @@ func (x *ExpungeRequest) String() string {
 func (*ExpungeRequest) ProtoMessage() {}
 
 func (x *ExpungeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[22]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1770,7 @@ func (x *ExpungeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpungeRequest.ProtoReflect.Descriptor instead.
 func (*ExpungeRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{22}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExpungeRequest) GetMailbox() string {
@@ -1646,7 +1797,7 @@ type ExpungeResponse struct {
 
 func (x *ExpungeResponse) Reset() {
 	*x = ExpungeResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1809,7 @@ func (x *ExpungeResponse) String() string {
 func (*ExpungeResponse) ProtoMessage() {}
 
 func (x *ExpungeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[23]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1822,7 @@ func (x *ExpungeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpungeResponse.ProtoReflect.Descriptor instead.
 func (*ExpungeResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{23}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExpungeResponse) GetUids() []uint32 {
@@ -1698,7 +1849,7 @@ type SearchRequest struct {
 
 func (x *SearchRequest) Reset() {
 	*x = SearchRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1861,7 @@ func (x *SearchRequest) String() string {
 func (*SearchRequest) ProtoMessage() {}
 
 func (x *SearchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[24]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1874,7 @@ func (x *SearchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchRequest.ProtoReflect.Descriptor instead.
 func (*SearchRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{24}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SearchRequest) GetMailbox() string {
@@ -1751,7 +1902,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1914,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[25]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1927,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{25}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SearchResponse) GetUids() []uint32 {
@@ -1820,7 +1971,7 @@ type SearchKey struct {
 
 func (x *SearchKey) Reset() {
 	*x = SearchKey{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1983,7 @@ func (x *SearchKey) String() string {
 func (*SearchKey) ProtoMessage() {}
 
 func (x *SearchKey) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[26]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1996,7 @@ func (x *SearchKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchKey.ProtoReflect.Descriptor instead.
 func (*SearchKey) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{26}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SearchKey) GetKey() isSearchKey_Key {
@@ -2100,7 +2251,7 @@ type SearchKeys struct {
 
 func (x *SearchKeys) Reset() {
 	*x = SearchKeys{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2263,7 @@ func (x *SearchKeys) String() string {
 func (*SearchKeys) ProtoMessage() {}
 
 func (x *SearchKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[27]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2276,7 @@ func (x *SearchKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchKeys.ProtoReflect.Descriptor instead.
 func (*SearchKeys) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{27}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SearchKeys) GetKeys() []*SearchKey {
@@ -2145,7 +2296,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +2308,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[28]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +2321,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{28}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeaderMatch) GetField() string {
@@ -2198,7 +2349,7 @@ type DateMatch struct {
 
 func (x *DateMatch) Reset() {
 	*x = DateMatch{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2361,7 @@ func (x *DateMatch) String() string {
 func (*DateMatch) ProtoMessage() {}
 
 func (x *DateMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[29]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2374,7 @@ func (x *DateMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DateMatch.ProtoReflect.Descriptor instead.
 func (*DateMatch) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{29}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DateMatch) GetOp() string {
@@ -2253,7 +2404,7 @@ type ChangesSinceRequest struct {
 
 func (x *ChangesSinceRequest) Reset() {
 	*x = ChangesSinceRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2416,7 @@ func (x *ChangesSinceRequest) String() string {
 func (*ChangesSinceRequest) ProtoMessage() {}
 
 func (x *ChangesSinceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[30]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2429,7 @@ func (x *ChangesSinceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangesSinceRequest.ProtoReflect.Descriptor instead.
 func (*ChangesSinceRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{30}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ChangesSinceRequest) GetMailbox() string {
@@ -2321,7 +2472,7 @@ type ChangesSinceResponse struct {
 
 func (x *ChangesSinceResponse) Reset() {
 	*x = ChangesSinceResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2484,7 @@ func (x *ChangesSinceResponse) String() string {
 func (*ChangesSinceResponse) ProtoMessage() {}
 
 func (x *ChangesSinceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[31]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2497,7 @@ func (x *ChangesSinceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangesSinceResponse.ProtoReflect.Descriptor instead.
 func (*ChangesSinceResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{31}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChangesSinceResponse) GetChanged() []*FlagChange {
@@ -2391,7 +2542,7 @@ type GetBodyRequest struct {
 
 func (x *GetBodyRequest) Reset() {
 	*x = GetBodyRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[32]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2554,7 @@ func (x *GetBodyRequest) String() string {
 func (*GetBodyRequest) ProtoMessage() {}
 
 func (x *GetBodyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[32]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2567,7 @@ func (x *GetBodyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBodyRequest.ProtoReflect.Descriptor instead.
 func (*GetBodyRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{32}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetBodyRequest) GetMailbox() string {
@@ -2465,7 +2616,7 @@ type GetBodyResponse struct {
 
 func (x *GetBodyResponse) Reset() {
 	*x = GetBodyResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[33]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2628,7 @@ func (x *GetBodyResponse) String() string {
 func (*GetBodyResponse) ProtoMessage() {}
 
 func (x *GetBodyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[33]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2641,7 @@ func (x *GetBodyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBodyResponse.ProtoReflect.Descriptor instead.
 func (*GetBodyResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{33}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetBodyResponse) GetChunk() []byte {
@@ -2515,7 +2666,7 @@ type GetQuotaRequest struct {
 
 func (x *GetQuotaRequest) Reset() {
 	*x = GetQuotaRequest{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[34]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2527,7 +2678,7 @@ func (x *GetQuotaRequest) String() string {
 func (*GetQuotaRequest) ProtoMessage() {}
 
 func (x *GetQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[34]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2540,7 +2691,7 @@ func (x *GetQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{34}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{37}
 }
 
 type GetQuotaResponse struct {
@@ -2555,7 +2706,7 @@ type GetQuotaResponse struct {
 
 func (x *GetQuotaResponse) Reset() {
 	*x = GetQuotaResponse{}
-	mi := &file_petrel_store_v1_message_proto_msgTypes[35]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2718,7 @@ func (x *GetQuotaResponse) String() string {
 func (*GetQuotaResponse) ProtoMessage() {}
 
 func (x *GetQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_petrel_store_v1_message_proto_msgTypes[35]
+	mi := &file_petrel_store_v1_message_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2731,7 @@ func (x *GetQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{35}
+	return file_petrel_store_v1_message_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetQuotaResponse) GetBytesUsed() int64 {
@@ -2650,7 +2801,17 @@ const file_petrel_store_v1_message_proto_rawDesc = "" +
 	"\fuid_validity\x18\x03 \x01(\rR\vuidValidity\x12\x10\n" +
 	"\x03uid\x18\x04 \x01(\rR\x03uid\"K\n" +
 	"\x0fDeliverResponse\x128\n" +
-	"\aresults\x18\x01 \x03(\v2\x1e.petrel.store.v1.DeliverResultR\aresults\"c\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.petrel.store.v1.DeliverResultR\aresults\"V\n" +
+	"\x13DeliverBatchRequest\x12?\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1f.petrel.store.v1.DeliverRequestR\n" +
+	"deliveries\"\x80\x01\n" +
+	"\x12DeliverBatchResult\x12<\n" +
+	"\bresponse\x18\x01 \x01(\v2 .petrel.store.v1.DeliverResponseR\bresponse\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"U\n" +
+	"\x14DeliverBatchResponse\x12=\n" +
+	"\aresults\x18\x01 \x03(\v2#.petrel.store.v1.DeliverBatchResultR\aresults\"c\n" +
 	"\x11HoldObjectRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bblob_key\x18\x02 \x01(\tR\ablobKey\x12\x16\n" +
@@ -2808,10 +2969,11 @@ const file_petrel_store_v1_message_proto_rawDesc = "" +
 	"\x19FETCH_FIELD_BODYSTRUCTURE\x10\x05\x12\x14\n" +
 	"\x10FETCH_FIELD_BODY\x10\x06\x12\x15\n" +
 	"\x11FETCH_FIELD_PARTS\x10\a\x12\x16\n" +
-	"\x12FETCH_FIELD_HEADER\x10\b2\x81\t\n" +
+	"\x12FETCH_FIELD_HEADER\x10\b2\xde\t\n" +
 	"\x0eMessageService\x12`\n" +
 	"\rAppendMessage\x12%.petrel.store.v1.AppendMessageRequest\x1a&.petrel.store.v1.AppendMessageResponse(\x01\x12L\n" +
-	"\aDeliver\x12\x1f.petrel.store.v1.DeliverRequest\x1a .petrel.store.v1.DeliverResponse\x12U\n" +
+	"\aDeliver\x12\x1f.petrel.store.v1.DeliverRequest\x1a .petrel.store.v1.DeliverResponse\x12[\n" +
+	"\fDeliverBatch\x12$.petrel.store.v1.DeliverBatchRequest\x1a%.petrel.store.v1.DeliverBatchResponse\x12U\n" +
 	"\n" +
 	"HoldObject\x12\".petrel.store.v1.HoldObjectRequest\x1a#.petrel.store.v1.HoldObjectResponse\x12^\n" +
 	"\rReleaseObject\x12%.petrel.store.v1.ReleaseObjectRequest\x1a&.petrel.store.v1.ReleaseObjectResponse\x12`\n" +
@@ -2840,7 +3002,7 @@ func file_petrel_store_v1_message_proto_rawDescGZIP() []byte {
 }
 
 var file_petrel_store_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_petrel_store_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_petrel_store_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_petrel_store_v1_message_proto_goTypes = []any{
 	(DeliverOutcome)(0),           // 0: petrel.store.v1.DeliverOutcome
 	(FetchField)(0),               // 1: petrel.store.v1.FetchField
@@ -2851,101 +3013,109 @@ var file_petrel_store_v1_message_proto_goTypes = []any{
 	(*DeliverRecipient)(nil),      // 6: petrel.store.v1.DeliverRecipient
 	(*DeliverResult)(nil),         // 7: petrel.store.v1.DeliverResult
 	(*DeliverResponse)(nil),       // 8: petrel.store.v1.DeliverResponse
-	(*HoldObjectRequest)(nil),     // 9: petrel.store.v1.HoldObjectRequest
-	(*HoldObjectResponse)(nil),    // 10: petrel.store.v1.HoldObjectResponse
-	(*ReleaseObjectRequest)(nil),  // 11: petrel.store.v1.ReleaseObjectRequest
-	(*ReleaseObjectResponse)(nil), // 12: petrel.store.v1.ReleaseObjectResponse
-	(*FetchMessagesRequest)(nil),  // 13: petrel.store.v1.FetchMessagesRequest
-	(*MessagePart)(nil),           // 14: petrel.store.v1.MessagePart
-	(*MessageMeta)(nil),           // 15: petrel.store.v1.MessageMeta
-	(*FetchMessagesResponse)(nil), // 16: petrel.store.v1.FetchMessagesResponse
-	(*StoreFlagsRequest)(nil),     // 17: petrel.store.v1.StoreFlagsRequest
-	(*FlagChange)(nil),            // 18: petrel.store.v1.FlagChange
-	(*StoreFlagsResponse)(nil),    // 19: petrel.store.v1.StoreFlagsResponse
-	(*CopyMessagesRequest)(nil),   // 20: petrel.store.v1.CopyMessagesRequest
-	(*CopyMessagesResponse)(nil),  // 21: petrel.store.v1.CopyMessagesResponse
-	(*MoveMessagesRequest)(nil),   // 22: petrel.store.v1.MoveMessagesRequest
-	(*MoveMessagesResponse)(nil),  // 23: petrel.store.v1.MoveMessagesResponse
-	(*ExpungeRequest)(nil),        // 24: petrel.store.v1.ExpungeRequest
-	(*ExpungeResponse)(nil),       // 25: petrel.store.v1.ExpungeResponse
-	(*SearchRequest)(nil),         // 26: petrel.store.v1.SearchRequest
-	(*SearchResponse)(nil),        // 27: petrel.store.v1.SearchResponse
-	(*SearchKey)(nil),             // 28: petrel.store.v1.SearchKey
-	(*SearchKeys)(nil),            // 29: petrel.store.v1.SearchKeys
-	(*HeaderMatch)(nil),           // 30: petrel.store.v1.HeaderMatch
-	(*DateMatch)(nil),             // 31: petrel.store.v1.DateMatch
-	(*ChangesSinceRequest)(nil),   // 32: petrel.store.v1.ChangesSinceRequest
-	(*ChangesSinceResponse)(nil),  // 33: petrel.store.v1.ChangesSinceResponse
-	(*GetBodyRequest)(nil),        // 34: petrel.store.v1.GetBodyRequest
-	(*GetBodyResponse)(nil),       // 35: petrel.store.v1.GetBodyResponse
-	(*GetQuotaRequest)(nil),       // 36: petrel.store.v1.GetQuotaRequest
-	(*GetQuotaResponse)(nil),      // 37: petrel.store.v1.GetQuotaResponse
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(*UIDSet)(nil),                // 39: petrel.store.v1.UIDSet
-	(FlagOp)(0),                   // 40: petrel.store.v1.FlagOp
+	(*DeliverBatchRequest)(nil),   // 9: petrel.store.v1.DeliverBatchRequest
+	(*DeliverBatchResult)(nil),    // 10: petrel.store.v1.DeliverBatchResult
+	(*DeliverBatchResponse)(nil),  // 11: petrel.store.v1.DeliverBatchResponse
+	(*HoldObjectRequest)(nil),     // 12: petrel.store.v1.HoldObjectRequest
+	(*HoldObjectResponse)(nil),    // 13: petrel.store.v1.HoldObjectResponse
+	(*ReleaseObjectRequest)(nil),  // 14: petrel.store.v1.ReleaseObjectRequest
+	(*ReleaseObjectResponse)(nil), // 15: petrel.store.v1.ReleaseObjectResponse
+	(*FetchMessagesRequest)(nil),  // 16: petrel.store.v1.FetchMessagesRequest
+	(*MessagePart)(nil),           // 17: petrel.store.v1.MessagePart
+	(*MessageMeta)(nil),           // 18: petrel.store.v1.MessageMeta
+	(*FetchMessagesResponse)(nil), // 19: petrel.store.v1.FetchMessagesResponse
+	(*StoreFlagsRequest)(nil),     // 20: petrel.store.v1.StoreFlagsRequest
+	(*FlagChange)(nil),            // 21: petrel.store.v1.FlagChange
+	(*StoreFlagsResponse)(nil),    // 22: petrel.store.v1.StoreFlagsResponse
+	(*CopyMessagesRequest)(nil),   // 23: petrel.store.v1.CopyMessagesRequest
+	(*CopyMessagesResponse)(nil),  // 24: petrel.store.v1.CopyMessagesResponse
+	(*MoveMessagesRequest)(nil),   // 25: petrel.store.v1.MoveMessagesRequest
+	(*MoveMessagesResponse)(nil),  // 26: petrel.store.v1.MoveMessagesResponse
+	(*ExpungeRequest)(nil),        // 27: petrel.store.v1.ExpungeRequest
+	(*ExpungeResponse)(nil),       // 28: petrel.store.v1.ExpungeResponse
+	(*SearchRequest)(nil),         // 29: petrel.store.v1.SearchRequest
+	(*SearchResponse)(nil),        // 30: petrel.store.v1.SearchResponse
+	(*SearchKey)(nil),             // 31: petrel.store.v1.SearchKey
+	(*SearchKeys)(nil),            // 32: petrel.store.v1.SearchKeys
+	(*HeaderMatch)(nil),           // 33: petrel.store.v1.HeaderMatch
+	(*DateMatch)(nil),             // 34: petrel.store.v1.DateMatch
+	(*ChangesSinceRequest)(nil),   // 35: petrel.store.v1.ChangesSinceRequest
+	(*ChangesSinceResponse)(nil),  // 36: petrel.store.v1.ChangesSinceResponse
+	(*GetBodyRequest)(nil),        // 37: petrel.store.v1.GetBodyRequest
+	(*GetBodyResponse)(nil),       // 38: petrel.store.v1.GetBodyResponse
+	(*GetQuotaRequest)(nil),       // 39: petrel.store.v1.GetQuotaRequest
+	(*GetQuotaResponse)(nil),      // 40: petrel.store.v1.GetQuotaResponse
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*UIDSet)(nil),                // 42: petrel.store.v1.UIDSet
+	(FlagOp)(0),                   // 43: petrel.store.v1.FlagOp
 }
 var file_petrel_store_v1_message_proto_depIdxs = []int32{
-	38, // 0: petrel.store.v1.AppendHeader.internal_date:type_name -> google.protobuf.Timestamp
+	41, // 0: petrel.store.v1.AppendHeader.internal_date:type_name -> google.protobuf.Timestamp
 	2,  // 1: petrel.store.v1.AppendMessageRequest.header:type_name -> petrel.store.v1.AppendHeader
 	6,  // 2: petrel.store.v1.DeliverRequest.recipients:type_name -> petrel.store.v1.DeliverRecipient
-	38, // 3: petrel.store.v1.DeliverRequest.internal_date:type_name -> google.protobuf.Timestamp
+	41, // 3: petrel.store.v1.DeliverRequest.internal_date:type_name -> google.protobuf.Timestamp
 	0,  // 4: petrel.store.v1.DeliverResult.outcome:type_name -> petrel.store.v1.DeliverOutcome
 	7,  // 5: petrel.store.v1.DeliverResponse.results:type_name -> petrel.store.v1.DeliverResult
-	39, // 6: petrel.store.v1.FetchMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
-	1,  // 7: petrel.store.v1.FetchMessagesRequest.fields:type_name -> petrel.store.v1.FetchField
-	38, // 8: petrel.store.v1.MessageMeta.internal_date:type_name -> google.protobuf.Timestamp
-	14, // 9: petrel.store.v1.MessageMeta.parts:type_name -> petrel.store.v1.MessagePart
-	15, // 10: petrel.store.v1.FetchMessagesResponse.messages:type_name -> petrel.store.v1.MessageMeta
-	39, // 11: petrel.store.v1.StoreFlagsRequest.uids:type_name -> petrel.store.v1.UIDSet
-	40, // 12: petrel.store.v1.StoreFlagsRequest.op:type_name -> petrel.store.v1.FlagOp
-	18, // 13: petrel.store.v1.StoreFlagsResponse.changed:type_name -> petrel.store.v1.FlagChange
-	39, // 14: petrel.store.v1.StoreFlagsResponse.modified_uids:type_name -> petrel.store.v1.UIDSet
-	39, // 15: petrel.store.v1.CopyMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
-	39, // 16: petrel.store.v1.MoveMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
-	39, // 17: petrel.store.v1.ExpungeRequest.uids:type_name -> petrel.store.v1.UIDSet
-	28, // 18: petrel.store.v1.SearchRequest.criteria:type_name -> petrel.store.v1.SearchKey
-	29, // 19: petrel.store.v1.SearchKey.and:type_name -> petrel.store.v1.SearchKeys
-	29, // 20: petrel.store.v1.SearchKey.or:type_name -> petrel.store.v1.SearchKeys
-	28, // 21: petrel.store.v1.SearchKey.not:type_name -> petrel.store.v1.SearchKey
-	39, // 22: petrel.store.v1.SearchKey.uids:type_name -> petrel.store.v1.UIDSet
-	30, // 23: petrel.store.v1.SearchKey.header:type_name -> petrel.store.v1.HeaderMatch
-	31, // 24: petrel.store.v1.SearchKey.internal_date:type_name -> petrel.store.v1.DateMatch
-	31, // 25: petrel.store.v1.SearchKey.sent_date:type_name -> petrel.store.v1.DateMatch
-	28, // 26: petrel.store.v1.SearchKeys.keys:type_name -> petrel.store.v1.SearchKey
-	39, // 27: petrel.store.v1.ChangesSinceRequest.uids:type_name -> petrel.store.v1.UIDSet
-	18, // 28: petrel.store.v1.ChangesSinceResponse.changed:type_name -> petrel.store.v1.FlagChange
-	39, // 29: petrel.store.v1.ChangesSinceResponse.vanished:type_name -> petrel.store.v1.UIDSet
-	3,  // 30: petrel.store.v1.MessageService.AppendMessage:input_type -> petrel.store.v1.AppendMessageRequest
-	5,  // 31: petrel.store.v1.MessageService.Deliver:input_type -> petrel.store.v1.DeliverRequest
-	9,  // 32: petrel.store.v1.MessageService.HoldObject:input_type -> petrel.store.v1.HoldObjectRequest
-	11, // 33: petrel.store.v1.MessageService.ReleaseObject:input_type -> petrel.store.v1.ReleaseObjectRequest
-	13, // 34: petrel.store.v1.MessageService.FetchMessages:input_type -> petrel.store.v1.FetchMessagesRequest
-	17, // 35: petrel.store.v1.MessageService.StoreFlags:input_type -> petrel.store.v1.StoreFlagsRequest
-	20, // 36: petrel.store.v1.MessageService.CopyMessages:input_type -> petrel.store.v1.CopyMessagesRequest
-	22, // 37: petrel.store.v1.MessageService.MoveMessages:input_type -> petrel.store.v1.MoveMessagesRequest
-	24, // 38: petrel.store.v1.MessageService.Expunge:input_type -> petrel.store.v1.ExpungeRequest
-	26, // 39: petrel.store.v1.MessageService.Search:input_type -> petrel.store.v1.SearchRequest
-	32, // 40: petrel.store.v1.MessageService.ChangesSince:input_type -> petrel.store.v1.ChangesSinceRequest
-	34, // 41: petrel.store.v1.MessageService.GetBody:input_type -> petrel.store.v1.GetBodyRequest
-	36, // 42: petrel.store.v1.MessageService.GetQuota:input_type -> petrel.store.v1.GetQuotaRequest
-	4,  // 43: petrel.store.v1.MessageService.AppendMessage:output_type -> petrel.store.v1.AppendMessageResponse
-	8,  // 44: petrel.store.v1.MessageService.Deliver:output_type -> petrel.store.v1.DeliverResponse
-	10, // 45: petrel.store.v1.MessageService.HoldObject:output_type -> petrel.store.v1.HoldObjectResponse
-	12, // 46: petrel.store.v1.MessageService.ReleaseObject:output_type -> petrel.store.v1.ReleaseObjectResponse
-	16, // 47: petrel.store.v1.MessageService.FetchMessages:output_type -> petrel.store.v1.FetchMessagesResponse
-	19, // 48: petrel.store.v1.MessageService.StoreFlags:output_type -> petrel.store.v1.StoreFlagsResponse
-	21, // 49: petrel.store.v1.MessageService.CopyMessages:output_type -> petrel.store.v1.CopyMessagesResponse
-	23, // 50: petrel.store.v1.MessageService.MoveMessages:output_type -> petrel.store.v1.MoveMessagesResponse
-	25, // 51: petrel.store.v1.MessageService.Expunge:output_type -> petrel.store.v1.ExpungeResponse
-	27, // 52: petrel.store.v1.MessageService.Search:output_type -> petrel.store.v1.SearchResponse
-	33, // 53: petrel.store.v1.MessageService.ChangesSince:output_type -> petrel.store.v1.ChangesSinceResponse
-	35, // 54: petrel.store.v1.MessageService.GetBody:output_type -> petrel.store.v1.GetBodyResponse
-	37, // 55: petrel.store.v1.MessageService.GetQuota:output_type -> petrel.store.v1.GetQuotaResponse
-	43, // [43:56] is the sub-list for method output_type
-	30, // [30:43] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	5,  // 6: petrel.store.v1.DeliverBatchRequest.deliveries:type_name -> petrel.store.v1.DeliverRequest
+	8,  // 7: petrel.store.v1.DeliverBatchResult.response:type_name -> petrel.store.v1.DeliverResponse
+	10, // 8: petrel.store.v1.DeliverBatchResponse.results:type_name -> petrel.store.v1.DeliverBatchResult
+	42, // 9: petrel.store.v1.FetchMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
+	1,  // 10: petrel.store.v1.FetchMessagesRequest.fields:type_name -> petrel.store.v1.FetchField
+	41, // 11: petrel.store.v1.MessageMeta.internal_date:type_name -> google.protobuf.Timestamp
+	17, // 12: petrel.store.v1.MessageMeta.parts:type_name -> petrel.store.v1.MessagePart
+	18, // 13: petrel.store.v1.FetchMessagesResponse.messages:type_name -> petrel.store.v1.MessageMeta
+	42, // 14: petrel.store.v1.StoreFlagsRequest.uids:type_name -> petrel.store.v1.UIDSet
+	43, // 15: petrel.store.v1.StoreFlagsRequest.op:type_name -> petrel.store.v1.FlagOp
+	21, // 16: petrel.store.v1.StoreFlagsResponse.changed:type_name -> petrel.store.v1.FlagChange
+	42, // 17: petrel.store.v1.StoreFlagsResponse.modified_uids:type_name -> petrel.store.v1.UIDSet
+	42, // 18: petrel.store.v1.CopyMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
+	42, // 19: petrel.store.v1.MoveMessagesRequest.uids:type_name -> petrel.store.v1.UIDSet
+	42, // 20: petrel.store.v1.ExpungeRequest.uids:type_name -> petrel.store.v1.UIDSet
+	31, // 21: petrel.store.v1.SearchRequest.criteria:type_name -> petrel.store.v1.SearchKey
+	32, // 22: petrel.store.v1.SearchKey.and:type_name -> petrel.store.v1.SearchKeys
+	32, // 23: petrel.store.v1.SearchKey.or:type_name -> petrel.store.v1.SearchKeys
+	31, // 24: petrel.store.v1.SearchKey.not:type_name -> petrel.store.v1.SearchKey
+	42, // 25: petrel.store.v1.SearchKey.uids:type_name -> petrel.store.v1.UIDSet
+	33, // 26: petrel.store.v1.SearchKey.header:type_name -> petrel.store.v1.HeaderMatch
+	34, // 27: petrel.store.v1.SearchKey.internal_date:type_name -> petrel.store.v1.DateMatch
+	34, // 28: petrel.store.v1.SearchKey.sent_date:type_name -> petrel.store.v1.DateMatch
+	31, // 29: petrel.store.v1.SearchKeys.keys:type_name -> petrel.store.v1.SearchKey
+	42, // 30: petrel.store.v1.ChangesSinceRequest.uids:type_name -> petrel.store.v1.UIDSet
+	21, // 31: petrel.store.v1.ChangesSinceResponse.changed:type_name -> petrel.store.v1.FlagChange
+	42, // 32: petrel.store.v1.ChangesSinceResponse.vanished:type_name -> petrel.store.v1.UIDSet
+	3,  // 33: petrel.store.v1.MessageService.AppendMessage:input_type -> petrel.store.v1.AppendMessageRequest
+	5,  // 34: petrel.store.v1.MessageService.Deliver:input_type -> petrel.store.v1.DeliverRequest
+	9,  // 35: petrel.store.v1.MessageService.DeliverBatch:input_type -> petrel.store.v1.DeliverBatchRequest
+	12, // 36: petrel.store.v1.MessageService.HoldObject:input_type -> petrel.store.v1.HoldObjectRequest
+	14, // 37: petrel.store.v1.MessageService.ReleaseObject:input_type -> petrel.store.v1.ReleaseObjectRequest
+	16, // 38: petrel.store.v1.MessageService.FetchMessages:input_type -> petrel.store.v1.FetchMessagesRequest
+	20, // 39: petrel.store.v1.MessageService.StoreFlags:input_type -> petrel.store.v1.StoreFlagsRequest
+	23, // 40: petrel.store.v1.MessageService.CopyMessages:input_type -> petrel.store.v1.CopyMessagesRequest
+	25, // 41: petrel.store.v1.MessageService.MoveMessages:input_type -> petrel.store.v1.MoveMessagesRequest
+	27, // 42: petrel.store.v1.MessageService.Expunge:input_type -> petrel.store.v1.ExpungeRequest
+	29, // 43: petrel.store.v1.MessageService.Search:input_type -> petrel.store.v1.SearchRequest
+	35, // 44: petrel.store.v1.MessageService.ChangesSince:input_type -> petrel.store.v1.ChangesSinceRequest
+	37, // 45: petrel.store.v1.MessageService.GetBody:input_type -> petrel.store.v1.GetBodyRequest
+	39, // 46: petrel.store.v1.MessageService.GetQuota:input_type -> petrel.store.v1.GetQuotaRequest
+	4,  // 47: petrel.store.v1.MessageService.AppendMessage:output_type -> petrel.store.v1.AppendMessageResponse
+	8,  // 48: petrel.store.v1.MessageService.Deliver:output_type -> petrel.store.v1.DeliverResponse
+	11, // 49: petrel.store.v1.MessageService.DeliverBatch:output_type -> petrel.store.v1.DeliverBatchResponse
+	13, // 50: petrel.store.v1.MessageService.HoldObject:output_type -> petrel.store.v1.HoldObjectResponse
+	15, // 51: petrel.store.v1.MessageService.ReleaseObject:output_type -> petrel.store.v1.ReleaseObjectResponse
+	19, // 52: petrel.store.v1.MessageService.FetchMessages:output_type -> petrel.store.v1.FetchMessagesResponse
+	22, // 53: petrel.store.v1.MessageService.StoreFlags:output_type -> petrel.store.v1.StoreFlagsResponse
+	24, // 54: petrel.store.v1.MessageService.CopyMessages:output_type -> petrel.store.v1.CopyMessagesResponse
+	26, // 55: petrel.store.v1.MessageService.MoveMessages:output_type -> petrel.store.v1.MoveMessagesResponse
+	28, // 56: petrel.store.v1.MessageService.Expunge:output_type -> petrel.store.v1.ExpungeResponse
+	30, // 57: petrel.store.v1.MessageService.Search:output_type -> petrel.store.v1.SearchResponse
+	36, // 58: petrel.store.v1.MessageService.ChangesSince:output_type -> petrel.store.v1.ChangesSinceResponse
+	38, // 59: petrel.store.v1.MessageService.GetBody:output_type -> petrel.store.v1.GetBodyResponse
+	40, // 60: petrel.store.v1.MessageService.GetQuota:output_type -> petrel.store.v1.GetQuotaResponse
+	47, // [47:61] is the sub-list for method output_type
+	33, // [33:47] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_petrel_store_v1_message_proto_init() }
@@ -2958,7 +3128,7 @@ func file_petrel_store_v1_message_proto_init() {
 		(*AppendMessageRequest_Header)(nil),
 		(*AppendMessageRequest_Chunk)(nil),
 	}
-	file_petrel_store_v1_message_proto_msgTypes[26].OneofWrappers = []any{
+	file_petrel_store_v1_message_proto_msgTypes[29].OneofWrappers = []any{
 		(*SearchKey_All)(nil),
 		(*SearchKey_And)(nil),
 		(*SearchKey_Or)(nil),
@@ -2981,7 +3151,7 @@ func file_petrel_store_v1_message_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_petrel_store_v1_message_proto_rawDesc), len(file_petrel_store_v1_message_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

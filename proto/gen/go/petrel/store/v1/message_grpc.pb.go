@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	MessageService_AppendMessage_FullMethodName = "/petrel.store.v1.MessageService/AppendMessage"
 	MessageService_Deliver_FullMethodName       = "/petrel.store.v1.MessageService/Deliver"
+	MessageService_DeliverBatch_FullMethodName  = "/petrel.store.v1.MessageService/DeliverBatch"
 	MessageService_HoldObject_FullMethodName    = "/petrel.store.v1.MessageService/HoldObject"
 	MessageService_ReleaseObject_FullMethodName = "/petrel.store.v1.MessageService/ReleaseObject"
 	MessageService_FetchMessages_FullMethodName = "/petrel.store.v1.MessageService/FetchMessages"
@@ -55,6 +56,12 @@ type MessageServiceClient interface {
 	// (over quota, unknown account) are reported in the results, not as an
 	// error of the call.
 	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
+	// DeliverBatch is Deliver for several queue entries in one call: the
+	// objects are read and parsed concurrently and recorded in one database
+	// transaction (one commit for the batch). Each delivery has its own
+	// result and error, in request order; one failing does not fail the
+	// others. At most 64 deliveries. Needs a service token.
+	DeliverBatch(ctx context.Context, in *DeliverBatchRequest, opts ...grpc.CallOption) (*DeliverBatchResponse, error)
 	// HoldObject keeps a stored object from the collector while a queue
 	// entry still needs its bytes, whatever its mailbox references: a
 	// recipient retried after the object was recorded (a full mailbox), a
@@ -123,6 +130,16 @@ func (c *messageServiceClient) Deliver(ctx context.Context, in *DeliverRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeliverResponse)
 	err := c.cc.Invoke(ctx, MessageService_Deliver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *messageServiceClient) DeliverBatch(ctx context.Context, in *DeliverBatchRequest, opts ...grpc.CallOption) (*DeliverBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeliverBatchResponse)
+	err := c.cc.Invoke(ctx, MessageService_DeliverBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -278,6 +295,12 @@ type MessageServiceServer interface {
 	// (over quota, unknown account) are reported in the results, not as an
 	// error of the call.
 	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
+	// DeliverBatch is Deliver for several queue entries in one call: the
+	// objects are read and parsed concurrently and recorded in one database
+	// transaction (one commit for the batch). Each delivery has its own
+	// result and error, in request order; one failing does not fail the
+	// others. At most 64 deliveries. Needs a service token.
+	DeliverBatch(context.Context, *DeliverBatchRequest) (*DeliverBatchResponse, error)
 	// HoldObject keeps a stored object from the collector while a queue
 	// entry still needs its bytes, whatever its mailbox references: a
 	// recipient retried after the object was recorded (a full mailbox), a
@@ -334,6 +357,9 @@ func (UnimplementedMessageServiceServer) AppendMessage(grpc.ClientStreamingServe
 }
 func (UnimplementedMessageServiceServer) Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedMessageServiceServer) DeliverBatch(context.Context, *DeliverBatchRequest) (*DeliverBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeliverBatch not implemented")
 }
 func (UnimplementedMessageServiceServer) HoldObject(context.Context, *HoldObjectRequest) (*HoldObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method HoldObject not implemented")
@@ -410,6 +436,24 @@ func _MessageService_Deliver_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MessageServiceServer).Deliver(ctx, req.(*DeliverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MessageService_DeliverBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeliverBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessageServiceServer).DeliverBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MessageService_DeliverBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessageServiceServer).DeliverBatch(ctx, req.(*DeliverBatchRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -608,6 +652,10 @@ var MessageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Deliver",
 			Handler:    _MessageService_Deliver_Handler,
+		},
+		{
+			MethodName: "DeliverBatch",
+			Handler:    _MessageService_DeliverBatch_Handler,
 		},
 		{
 			MethodName: "HoldObject",
