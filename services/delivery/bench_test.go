@@ -104,7 +104,7 @@ func waitForQuiet(b *testing.B, cond func() bool) {
 		select {
 		case <-ctx.Done():
 			b.Fatal("timed out waiting for the queue to drain")
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(25 * time.Millisecond):
 		}
 	}
 }

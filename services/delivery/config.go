@@ -54,6 +54,10 @@ type Config struct {
 
 	// Concurrency bounds the queue entries in work at once per replica.
 	Concurrency int
+	// DeliverBatch and DeliverCalls: local.Options.BatchSize and
+	// BatchCalls (store calls carrying several entries).
+	DeliverBatch int
+	DeliverCalls int
 	// Hostname names this MTA (outbound EHLO, DSN Reporting-MTA).
 	Hostname string
 
@@ -111,6 +115,8 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.String(&c.BlobDir, "blob-dir", "", "read raw messages from this directory instead of S3 (single node, development)")
 
 	f.Int(&c.Concurrency, "concurrency", 32, "queue entries in work at once in this replica")
+	f.Int(&c.DeliverBatch, "deliver-batch", 32, "most local deliveries one store call carries (1: one call each)")
+	f.Int(&c.DeliverCalls, "deliver-calls", 2, "store delivery calls in flight at once; entries that arrive meanwhile wait and share the next call")
 	f.String(&c.Hostname, "hostname", "", "this MTA's host name (EHLO, DSN Reporting-MTA); default: the system host name")
 
 	f.String(&c.DNSServer, "dns-server", "", "recursive DNS resolver for MX/A/AAAA look-ups (host:port); default: the first nameserver in /etc/resolv.conf")
@@ -156,6 +162,8 @@ func (c Config) Validate() error {
 		v.Check(c.S3AccessKey != "" && c.S3SecretKey != "", "s3-access-key", "--s3-access-key and --s3-secret-key are required with --s3-bucket")
 	}
 	v.Check(c.Concurrency > 0, "concurrency", "must be positive")
+	v.Check(c.DeliverBatch > 0 && c.DeliverBatch <= 64, "deliver-batch", "must be 1 to 64 (the store's limit)")
+	v.Check(c.DeliverCalls > 0, "deliver-calls", "must be positive")
 	v.Check(c.MXPort > 0 && c.MXPort < 65536, "mx-port", "must be a TCP port")
 	v.Check(c.MaxConnsPerDestination > 0, "max-conns-per-destination", "must be positive")
 	v.Positive("dkim-key-cache", c.DKIMKeyCache)

@@ -154,7 +154,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		ready.Add("blob", c.Check)
 	}
 
-	loc, err := local.New(local.Options{Directory: s.Store.Directory, Messages: s.Store.Messages, OverQuotaBounceAfter: cfg.OverQuotaBounceAt})
+	loc, err := local.New(local.Options{Directory: s.Store.Directory, Messages: s.Store.Messages, OverQuotaBounceAfter: cfg.OverQuotaBounceAt,
+		BatchSize: cfg.DeliverBatch, BatchCalls: cfg.DeliverCalls})
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,8 @@
 // (milliseconds, or a retry's minutes) delivers to its old targets, and an
 // account deleted since is a 5.1.1 bounce, as Deliver reports it. The
 // message is stored for every local account of the entry with one
-// MessageService.Deliver call per tenant. The store
+// delivery per tenant, which concurrent attempts share store calls for
+// (MessageService.DeliverBatch, see batcher). The store
 // links the object smtp wrote into each INBOX; the call is idempotent per
 // (queue id, account), which is what makes a repeated attempt harmless.
 //
@@ -52,13 +53,21 @@ type Options struct {
 	Messages  storev1.MessageServiceClient
 	// OverQuotaBounceAfter: default DefaultOverQuotaBounceAfter.
 	OverQuotaBounceAfter time.Duration
+	// BatchSize is the most entries one store call carries
+	// (MessageService.DeliverBatch; default 32, 1 sends each alone), and
+	// BatchCalls how many such calls may be in flight at once (default
+	// 2): see batcher. BatchTimeout bounds one call (default 30s).
+	BatchSize    int
+	BatchCalls   int
+	BatchTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
 
 // Deliverer makes the local part of delivery attempts.
 type Deliverer struct {
-	o Options
+	o     Options
+	batch *batcher
 }
 
 // New returns a Deliverer.
@@ -75,7 +84,17 @@ func New(o Options) (*Deliverer, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Deliverer{o: o}, nil
+	if o.BatchSize <= 0 {
+		o.BatchSize = 32
+	}
+	if o.BatchCalls <= 0 {
+		o.BatchCalls = 2
+	}
+	if o.BatchTimeout <= 0 {
+		o.BatchTimeout = 30 * time.Second
+	}
+	b := &batcher{rpc: o.Messages, maxBatch: o.BatchSize, maxCalls: o.BatchCalls, timeout: o.BatchTimeout}
+	return &Deliverer{o: o, batch: b}, nil
 }
 
 // Split is an attempt's local part.
@@ -186,7 +205,7 @@ func (d *Deliverer) Deliver(ctx context.Context, entry *queuev1.QueueEntry, pend
 			req.Recipients = append(req.Recipients, &storev1.DeliverRecipient{AccountId: a, Mailbox: "INBOX",
 				HeaderPrefix: tracePrefix(entry.GetMailFrom(), first)})
 		}
-		resp, err := d.o.Messages.Deliver(ctx, req)
+		resp, err := d.batch.deliver(ctx, req)
 		if err != nil {
 			if errors.Is(err, storeclient.ErrUnavailable) || ctx.Err() != nil {
 				return Split{}, fmt.Errorf("%w: deliver: %w", ErrUnavailable, err)
