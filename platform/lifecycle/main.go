@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 
 	"github.com/petrel-mail/petrel/platform/config"
@@ -50,9 +51,29 @@ func Main(service string, cfg Configurable, logCfg *logging.Config, args, enviro
 		fmt.Fprintf(stderr, "%s: %v\n", binary, err)
 		return 2
 	}
+	tuneGC(environ)
 	if err := serve(log); err != nil {
 		log.Error(binary+" failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// DefaultGCPercent is the garbage collector's target (GOGC) when the
+// environment sets none. A service's live heap is small (sessions,
+// caches, pools) and its garbage is per message, so the Go default of 100
+// collects very often for little: on the local delivery benchmark (2
+// cores, store and delivery busy) 300 delivered about 12% more messages a
+// second, for a heap a few tens of MiB larger. GOGC in the environment
+// wins; a container's memory limit belongs in GOMEMLIMIT, which the
+// runtime honours whatever GOGC is.
+const DefaultGCPercent = 300
+
+func tuneGC(environ []string) {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "GOGC=") {
+			return
+		}
+	}
+	debug.SetGCPercent(DefaultGCPercent)
 }
