@@ -2,6 +2,8 @@ package delivery_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -253,7 +255,11 @@ func (e *env) entry(queueID, from string, rcpts ...string) *queuev1.QueueEntry {
 	if err != nil {
 		e.t.Fatalf("put %s: %v", key, err)
 	}
-	en := &queuev1.QueueEntry{QueueId: queueID, TenantId: e.tenantID, BlobKey: key, Size: info.Size, MailFrom: from, ReceivedAt: timestamppb.New(now)}
+	// As smtp writes it: with the SHA-256 of the object and, the message
+	// being small, a copy of its bytes.
+	sum := sha256.Sum256([]byte(body))
+	en := &queuev1.QueueEntry{QueueId: queueID, TenantId: e.tenantID, BlobKey: key, Size: info.Size, MailFrom: from, ReceivedAt: timestamppb.New(now),
+		Sha256: hex.EncodeToString(sum[:]), Content: []byte(body)}
 	for _, r := range rcpts {
 		en.Recipients = append(en.Recipients, &queuev1.Recipient{Address: r, Local: strings.HasSuffix(r, "@"+e.domain)})
 	}

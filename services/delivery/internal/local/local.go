@@ -29,6 +29,8 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -191,12 +193,14 @@ func (d *Deliverer) Deliver(ctx context.Context, entry *queuev1.QueueEntry, pend
 		}
 		need[i]--
 	}
+	content := inlineContent(entry)
 	for tenant, accounts := range byTenant {
 		req := &storev1.DeliverRequest{
 			DeliveryId:   entry.GetQueueId(),
 			TenantId:     tenant,
 			BlobKey:      entry.GetBlobKey(),
 			InternalDate: entry.GetReceivedAt(),
+			Content:      content,
 		}
 		for _, a := range accounts {
 			// An account that several recipients reach gets one copy,
@@ -303,4 +307,20 @@ func tracePrefix(mailFrom, rcpt string) []byte {
 
 func traceable(addr string) bool {
 	return len(addr) <= maxTraceAddress && !strings.ContainsAny(addr, "\r\n\x00")
+}
+
+// inlineContent is the entry's copy of its object (smtp keeps small
+// messages in the entry), given to the store so that it need not read the
+// object back, when it is exactly what smtp stored: its SHA-256 is the
+// entry's. Otherwise nil, and the store reads the object.
+func inlineContent(entry *queuev1.QueueEntry) []byte {
+	c := entry.GetContent()
+	if len(c) == 0 || int64(len(c)) != entry.GetSize() {
+		return nil
+	}
+	sum := sha256.Sum256(c)
+	if hex.EncodeToString(sum[:]) != entry.GetSha256() {
+		return nil
+	}
+	return c
 }

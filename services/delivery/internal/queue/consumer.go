@@ -551,6 +551,9 @@ func (c *Consumer) warnDelay(ctx context.Context, item *deliveryv1.QueueItem, de
 }
 
 func (c *Consumer) publishDeferred(ctx context.Context, item *deliveryv1.QueueItem, msgID string) error {
+	// Retries read the object; the entry's copy of it would only make
+	// every deferred item bigger.
+	item.GetEntry().Content = nil
 	data, err := proto.Marshal(item)
 	if err != nil {
 		return fmt.Errorf("encode queue item: %w", err)

@@ -223,17 +223,29 @@ func BlobKey(tenantID, queueID string, t time.Time) (string, error) {
 	return key, nil
 }
 
-// counter hashes and counts what goes to storage.
+// MaxInlineContent is the largest message whose bytes the queue entry
+// carries besides the object (queuev1.QueueEntry.content): nearly every
+// e-mail, and well under JetStream's default 1 MB message limit.
+const MaxInlineContent = 64 << 10
+
+// counter hashes and counts what goes to storage, keeping a copy of it
+// while it is at most MaxInlineContent long.
 type counter struct {
-	r io.Reader
-	h hash.Hash
-	n int64
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	keep []byte
 }
 
 func (c *counter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.h.Write(p[:n])
 	c.n += int64(n)
+	if c.n <= MaxInlineContent {
+		c.keep = append(c.keep, p[:n]...)
+	} else {
+		c.keep = nil
+	}
 	return n, err
 }
 
@@ -316,6 +328,9 @@ func (in *Ingester) Accept(ctx context.Context, env *Envelope, body io.Reader) (
 
 	acc := Accepted{QueueID: qid, BlobKey: key, Size: c.n, SHA256: hex.EncodeToString(c.h.Sum(nil))}
 	entry := in.entry(env, acc, now)
+	if c.keep != nil && int64(len(c.keep)) == c.n {
+		entry.Content = c.keep
+	}
 	data, err := proto.Marshal(entry)
 	if err != nil {
 		in.deleteObject(log, key, "marshal failed")

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -87,6 +89,32 @@ func TestEvery250IsDurable(t *testing.T) {
 		if !have[qe.BlobKey] {
 			t.Fatalf("entry %s points at missing object %s", qe.QueueId, qe.BlobKey)
 		}
+		// The entry's copy of a small message is the object, byte for
+		// byte (delivery gives it to the store instead of a read).
+		obj := e.object(qe.BlobKey)
+		sum := sha256.Sum256([]byte(obj))
+		if string(qe.Content) != obj || qe.Sha256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("entry %s: content %d bytes, object %d bytes, sha256 %s", qe.QueueId, len(qe.Content), len(obj), qe.Sha256)
+		}
+	}
+}
+
+// TestLargeMessageEntryHasNoContent: past ingest.MaxInlineContent the
+// queue entry only points at the object.
+func TestLargeMessageEntryHasNoContent(t *testing.T) {
+	e := newEnv(t, envConfig{blob: newFSBlob(t, t.TempDir())})
+	c, err := smtp.Dial(e.addr[MX])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMail("sender@remote.test", []string{"bob@example.com"},
+		strings.NewReader("Subject: big\r\n\r\n"+strings.Repeat(strings.Repeat("x", 98)+"\r\n", 700))); err != nil {
+		t.Fatal(err)
+	}
+	entries := e.queued()
+	if len(entries) != 1 || len(entries[0].Content) != 0 || entries[0].Size <= 64<<10 {
+		t.Fatalf("entries %d, content %d bytes, size %d", len(entries), len(entries[0].Content), entries[0].Size)
 	}
 }
 

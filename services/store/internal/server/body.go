@@ -358,17 +358,28 @@ func (s *MessageServer) prepareDelivery(ctx context.Context, req *storev1.Delive
 		g.idx = append(g.idx, i)
 		g.byAccount[id] = append(g.byAccount[id], i)
 	}
-	rc, _, err := s.d.Blobs.Get(ctx, key)
-	if errors.Is(err, blob.ErrNotFound) {
-		return nil, fmt.Errorf("blob %s: %w", key, repo.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read object: %w", err)
-	}
-	p.parsed, err = mimeparse.Parse(rc)
-	rc.Close()
-	if err != nil {
-		return nil, fmt.Errorf("parse object %s: %w", key, err)
+	if c := req.GetContent(); len(c) > 0 {
+		// The caller's copy of the object (a queue entry's): no read of
+		// the object at all, the most expensive part of a delivery.
+		if int64(len(c)) > s.d.MaxMessageSize {
+			return nil, invalid("content larger than the message size limit")
+		}
+		if p.parsed, err = mimeparse.Parse(bytes.NewReader(c)); err != nil {
+			return nil, fmt.Errorf("parse content of %s: %w", key, err)
+		}
+	} else {
+		rc, _, err := s.d.Blobs.Get(ctx, key)
+		if errors.Is(err, blob.ErrNotFound) {
+			return nil, fmt.Errorf("blob %s: %w", key, repo.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read object: %w", err)
+		}
+		p.parsed, err = mimeparse.Parse(rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("parse object %s: %w", key, err)
+		}
 	}
 	p.date = s.d.Now()
 	if req.GetInternalDate() != nil {

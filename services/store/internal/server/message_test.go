@@ -655,6 +655,10 @@ func TestDeliverBatch(t *testing.T) {
 		}
 		reqs = append(reqs, &storev1.DeliverRequest{DeliveryId: fmt.Sprintf("batch%d", i), TenantId: idString(f.tenant.ID), BlobKey: key,
 			Recipients: []*storev1.DeliverRecipient{{AccountId: idString(sc.AccountID), HeaderPrefix: []byte("Delivered-To: x\r\n")}}})
+		if i == 3 {
+			// The queue entry's copy: parsed instead of read back.
+			reqs[i].Content = simpleMsg(fmt.Sprintf("batch%d", i))
+		}
 	}
 	sctx := f.service(t, "delivery")
 	for round, want := range []storev1.DeliverOutcome{storev1.DeliverOutcome_DELIVER_OUTCOME_DELIVERED, storev1.DeliverOutcome_DELIVER_OUTCOME_DUPLICATE} {

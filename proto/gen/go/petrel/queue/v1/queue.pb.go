@@ -216,8 +216,14 @@ type QueueEntry struct {
 	DsnRet   DSNReturn `protobuf:"varint,10,opt,name=dsn_ret,json=dsnRet,proto3,enum=petrel.queue.v1.DSNReturn" json:"dsn_ret,omitempty"`
 	DsnEnvid string    `protobuf:"bytes,11,opt,name=dsn_envid,json=dsnEnvid,proto3" json:"dsn_envid,omitempty"`
 	// BODY= parameter (RFC 6152) and SMTPUTF8 (RFC 6531).
-	Body          Body `protobuf:"varint,12,opt,name=body,proto3,enum=petrel.queue.v1.Body" json:"body,omitempty"`
-	Smtputf8      bool `protobuf:"varint,13,opt,name=smtputf8,proto3" json:"smtputf8,omitempty"`
+	Body     Body `protobuf:"varint,12,opt,name=body,proto3,enum=petrel.queue.v1.Body" json:"body,omitempty"`
+	Smtputf8 bool `protobuf:"varint,13,opt,name=smtputf8,proto3" json:"smtputf8,omitempty"`
+	// A copy of the object's bytes when it is small (smtp: at most 64 KiB),
+	// so that the first delivery attempt gives them to the store instead of
+	// the store reading the object back; the object stays the message of
+	// record. Empty otherwise, and dropped from deferred entries. A reader
+	// uses it only when its SHA-256 is sha256.
+	Content       []byte `protobuf:"bytes,14,opt,name=content,proto3" json:"content,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +347,13 @@ func (x *QueueEntry) GetSmtputf8() bool {
 		return x.Smtputf8
 	}
 	return false
+}
+
+func (x *QueueEntry) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
 }
 
 // Recipient is one RCPT TO with its DSN parameters.
@@ -531,7 +544,7 @@ var File_petrel_queue_v1_queue_proto protoreflect.FileDescriptor
 
 const file_petrel_queue_v1_queue_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpetrel/queue/v1/queue.proto\x12\x0fpetrel.queue.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x03\n" +
+	"\x1bpetrel/queue/v1/queue.proto\x12\x0fpetrel.queue.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x04\n" +
 	"\n" +
 	"QueueEntry\x12\x19\n" +
 	"\bqueue_id\x18\x01 \x01(\tR\aqueueId\x12\x1b\n" +
@@ -550,7 +563,8 @@ const file_petrel_queue_v1_queue_proto_rawDesc = "" +
 	" \x01(\x0e2\x1a.petrel.queue.v1.DSNReturnR\x06dsnRet\x12\x1b\n" +
 	"\tdsn_envid\x18\v \x01(\tR\bdsnEnvid\x12)\n" +
 	"\x04body\x18\f \x01(\x0e2\x15.petrel.queue.v1.BodyR\x04body\x12\x1a\n" +
-	"\bsmtputf8\x18\r \x01(\bR\bsmtputf8\"\xe2\x01\n" +
+	"\bsmtputf8\x18\r \x01(\bR\bsmtputf8\x12\x18\n" +
+	"\acontent\x18\x0e \x01(\fR\acontent\"\xe2\x01\n" +
 	"\tRecipient\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x122\n" +
 	"\x06notify\x18\x02 \x03(\x0e2\x1a.petrel.queue.v1.DSNNotifyR\x06notify\x12\x1d\n" +

@@ -359,9 +359,14 @@ type DeliverRequest struct {
 	DeliveryId string `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
 	TenantId   string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// Object key written by smtp.
-	BlobKey       string                 `protobuf:"bytes,3,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
-	Recipients    []*DeliverRecipient    `protobuf:"bytes,4,rep,name=recipients,proto3" json:"recipients,omitempty"`
-	InternalDate  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=internal_date,json=internalDate,proto3" json:"internal_date,omitempty"`
+	BlobKey      string                 `protobuf:"bytes,3,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
+	Recipients   []*DeliverRecipient    `protobuf:"bytes,4,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	InternalDate *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=internal_date,json=internalDate,proto3" json:"internal_date,omitempty"`
+	// The object's bytes, when the caller has them (the copy smtp puts in a
+	// queue entry): the store parses them instead of reading the object.
+	// They must be exactly the object's content; the caller checks them
+	// against the queue entry's SHA-256.
+	Content       []byte `protobuf:"bytes,6,opt,name=content,proto3" json:"content,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -427,6 +432,13 @@ func (x *DeliverRequest) GetRecipients() []*DeliverRecipient {
 func (x *DeliverRequest) GetInternalDate() *timestamppb.Timestamp {
 	if x != nil {
 		return x.InternalDate
+	}
+	return nil
+}
+
+func (x *DeliverRequest) GetContent() []byte {
+	if x != nil {
+		return x.Content
 	}
 	return nil
 }
@@ -2778,7 +2790,7 @@ const file_petrel_store_v1_message_proto_rawDesc = "" +
 	"\x04part\"L\n" +
 	"\x15AppendMessageResponse\x12!\n" +
 	"\fuid_validity\x18\x01 \x01(\rR\vuidValidity\x12\x10\n" +
-	"\x03uid\x18\x02 \x01(\rR\x03uid\"\xed\x01\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\"\x87\x02\n" +
 	"\x0eDeliverRequest\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12\x1b\n" +
@@ -2787,7 +2799,8 @@ const file_petrel_store_v1_message_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x04 \x03(\v2!.petrel.store.v1.DeliverRecipientR\n" +
 	"recipients\x12?\n" +
-	"\rinternal_date\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\finternalDate\"\x86\x01\n" +
+	"\rinternal_date\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\finternalDate\x12\x18\n" +
+	"\acontent\x18\x06 \x01(\fR\acontent\"\x86\x01\n" +
 	"\x10DeliverRecipient\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12\x18\n" +
