@@ -272,19 +272,19 @@ func TestTraceHeaders(t *testing.T) {
 		"alice": "Return-Path: <sender@remote.test>\r\nDelivered-To: " + alice + "\r\nReceived: from test\r\n",
 		"bob":   "Return-Path: <sender@remote.test>\r\nDelivered-To: " + bob + "\r\nReceived: from test\r\n",
 	}
-	got := map[string]string{"alice": e.inboxMessage(alice, 1), "bob": e.inboxMessage(bob, 1)}
+	got := map[string]string{"alice": e.messageBody(alice, 1), "bob": e.messageBody(bob, 1)}
 	if !strings.HasPrefix(got["alice"], "Return-Path: <sender@remote.test>") {
 		// The two entries may arrive in either order.
-		got["alice"] = e.inboxMessage(alice, 2)
+		got["alice"] = e.messageBody(alice, 2)
 	}
 	for who, w := range want {
 		if !strings.HasPrefix(got[who], w) {
 			t.Errorf("%s's copy starts %q, want %q", who, got[who][:min(len(got[who]), 120)], w)
 		}
 	}
-	null := e.inboxMessage(alice, 1)
+	null := e.messageBody(alice, 1)
 	if !strings.HasPrefix(null, "Return-Path: <>") {
-		null = e.inboxMessage(alice, 2)
+		null = e.messageBody(alice, 2)
 	}
 	if w := "Return-Path: <>\r\nDelivered-To: " + alice + "\r\n"; !strings.HasPrefix(null, w) {
 		t.Errorf("null sender copy starts %q, want %q", null[:min(len(null), 120)], w)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -216,32 +214,6 @@ func (e *env) inbox(addr string) int {
 		e.t.Fatalf("INBOX status of %s: %v", addr, err)
 	}
 	return int(st.GetStatus().GetMessages())
-}
-
-// inboxMessage returns the raw message with UID uid in addr's INBOX, as
-// an IMAP client would read it.
-func (e *env) inboxMessage(addr string, uid uint32) string {
-	e.t.Helper()
-	ctx := testCtx(e.t)
-	auth, err := e.operator.Directory.Authenticate(ctx, &storev1.AuthenticateRequest{Username: addr, Password: e.password, Service: "imap", RemoteIp: "127.0.0.1"})
-	if err != nil {
-		e.t.Fatalf("authenticate %s: %v", addr, err)
-	}
-	stream, err := e.operator.Messages.GetBody(storeclient.WithToken(ctx, auth.GetSessionToken()), &storev1.GetBodyRequest{Mailbox: "INBOX", Uid: uid, Whole: true})
-	if err != nil {
-		e.t.Fatalf("body of %s UID %d: %v", addr, uid, err)
-	}
-	var b strings.Builder
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return b.String()
-		}
-		if err != nil {
-			e.t.Fatalf("body of %s UID %d: %v", addr, uid, err)
-		}
-		b.Write(resp.GetChunk())
-	}
 }
 
 // entry writes a message object and returns its queue entry.

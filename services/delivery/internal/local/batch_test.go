@@ -94,15 +94,7 @@ func TestBatcherGroupsWhileBusy(t *testing.T) {
 	}
 	send("bad")
 	// The six wait in the queue while the first call is held.
-	for {
-		b.mu.Lock()
-		n := len(b.queue)
-		b.mu.Unlock()
-		if n == 6 {
-			break
-		}
-		time.Sleep(time.Millisecond) // polling the queue length: no event to wait on
-	}
+	waitQueued(b, 6)
 	close(f.gate)
 	for range 7 {
 		r := <-out
@@ -141,20 +133,26 @@ func TestBatcherOlderStore(t *testing.T) {
 			}
 		})
 	}
-	for {
-		b.mu.Lock()
-		n := len(b.queue)
-		b.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		time.Sleep(time.Millisecond) // polling the queue length: no event to wait on
-	}
+	waitQueued(b, 3)
 	close(f.gate)
 	wg.Wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.batches) != 4 {
 		t.Fatalf("calls %v, want four single ones", f.batches)
+	}
+}
+
+// waitQueued returns once n deliveries wait in b's queue. It polls: the
+// queue has no event to wait on, and the test's deadline bounds it.
+func waitQueued(b *batcher, n int) {
+	for {
+		b.mu.Lock()
+		got := len(b.queue)
+		b.mu.Unlock()
+		if got == n {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

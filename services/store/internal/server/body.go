@@ -477,32 +477,34 @@ func objectRef(tenantID, key string) (int64, error) {
 
 // HoldObject keeps an object from the collector for a queue entry.
 func (s *MessageServer) HoldObject(ctx context.Context, req *storev1.HoldObjectRequest) (*storev1.HoldObjectResponse, error) {
-	tenant, err := objectRef(req.GetTenantId(), req.GetBlobKey())
-	if err == nil && req.GetHolder() == "" {
-		err = invalid("holder is required")
-	}
-	if err == nil {
-		err = s.d.Repo.HoldObject(ctx, tenant, req.GetBlobKey(), req.GetHolder())
-	}
-	if err != nil {
-		return nil, s.fail(ctx, "hold object", err)
+	if err := s.objectHold(ctx, "hold object", req.GetTenantId(), req.GetBlobKey(), req.GetHolder(), s.d.Repo.HoldObject); err != nil {
+		return nil, err
 	}
 	return &storev1.HoldObjectResponse{}, nil
 }
 
 // ReleaseObject ends a hold.
 func (s *MessageServer) ReleaseObject(ctx context.Context, req *storev1.ReleaseObjectRequest) (*storev1.ReleaseObjectResponse, error) {
-	tenant, err := objectRef(req.GetTenantId(), req.GetBlobKey())
-	if err == nil && req.GetHolder() == "" {
+	if err := s.objectHold(ctx, "release object", req.GetTenantId(), req.GetBlobKey(), req.GetHolder(), s.d.Repo.ReleaseObject); err != nil {
+		return nil, err
+	}
+	return &storev1.ReleaseObjectResponse{}, nil
+}
+
+// objectHold checks a hold or release and applies it with fn.
+func (s *MessageServer) objectHold(ctx context.Context, op, tenantID, key, holder string,
+	fn func(ctx context.Context, tenantID int64, key, holder string) error) error {
+	tenant, err := objectRef(tenantID, key)
+	if err == nil && holder == "" {
 		err = invalid("holder is required")
 	}
 	if err == nil {
-		err = s.d.Repo.ReleaseObject(ctx, tenant, req.GetBlobKey(), req.GetHolder())
+		err = fn(ctx, tenant, key, holder)
 	}
 	if err != nil {
-		return nil, s.fail(ctx, "release object", err)
+		return s.fail(ctx, op, err)
 	}
-	return &storev1.ReleaseObjectResponse{}, nil
+	return nil
 }
 
 // outcome maps one recipient's result. The repository reports a missing
