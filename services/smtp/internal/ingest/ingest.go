@@ -228,6 +228,10 @@ func BlobKey(tenantID, queueID string, t time.Time) (string, error) {
 // e-mail, and well under JetStream's default 1 MB message limit.
 const MaxInlineContent = 64 << 10
 
+// maxEntryWithContent: an entry bigger than this with the copy goes
+// without it.
+const maxEntryWithContent = 512 << 10
+
 // counter hashes and counts what goes to storage, keeping a copy of it
 // while it is at most MaxInlineContent long.
 type counter struct {
@@ -330,6 +334,11 @@ func (in *Ingester) Accept(ctx context.Context, env *Envelope, body io.Reader) (
 	entry := in.entry(env, acc, now)
 	if c.keep != nil && int64(len(c.keep)) == c.n {
 		entry.Content = c.keep
+		if proto.Size(entry) > maxEntryWithContent {
+			// Thousands of recipients: the copy must not bring the
+			// entry near the stream's message limit (1 MiB).
+			entry.Content = nil
+		}
 	}
 	data, err := proto.Marshal(entry)
 	if err != nil {
