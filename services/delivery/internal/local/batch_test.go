@@ -94,7 +94,7 @@ func TestBatcherGroupsWhileBusy(t *testing.T) {
 	}
 	send("bad")
 	// The six wait in the queue while the first call is held.
-	waitQueued(b, 6)
+	waitQueued(t, b, 6)
 	close(f.gate)
 	for range 7 {
 		r := <-out
@@ -133,7 +133,7 @@ func TestBatcherOlderStore(t *testing.T) {
 			}
 		})
 	}
-	waitQueued(b, 3)
+	waitQueued(t, b, 3)
 	close(f.gate)
 	wg.Wait()
 	f.mu.Lock()
@@ -143,15 +143,20 @@ func TestBatcherOlderStore(t *testing.T) {
 	}
 }
 
-// waitQueued returns once n deliveries wait in b's queue. It polls: the
-// queue has no event to wait on, and the test's deadline bounds it.
-func waitQueued(b *batcher, n int) {
+// waitQueued returns once n deliveries wait in b's queue. It polls, with
+// a deadline: the queue has no event to wait on.
+func waitQueued(t *testing.T, b *batcher, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b.mu.Lock()
 		got := len(b.queue)
 		b.mu.Unlock()
 		if got == n {
 			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries queued after 10s, want %d", got, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
