@@ -59,6 +59,10 @@ const (
 	MaxParts        = 10000
 )
 
+// maxIdleConns is how many idle connections to the S3 endpoint are kept
+// for reuse.
+const maxIdleConns = 256
+
 // initialBuffer is where the part buffer starts; it doubles up to PartSize.
 const initialBuffer = 64 << 10
 
@@ -113,10 +117,20 @@ func New(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	tr, err := minio.DefaultTransport(cfg.UseTLS)
+	if err != nil {
+		return nil, fmt.Errorf("s3blob: transport: %w", err)
+	}
+	// minio-go keeps 16 idle connections per host: a service with more
+	// requests in flight (an SMTP session each, a delivery batch's reads)
+	// closed the extra connections after every burst and opened (with
+	// TLS, handshook) new ones for the next.
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = maxIdleConns, maxIdleConns
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-		Secure: cfg.UseTLS,
-		Region: cfg.Region,
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    cfg.UseTLS,
+		Region:    cfg.Region,
+		Transport: tr,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3blob: client for %s: %w", cfg.Endpoint, err)
