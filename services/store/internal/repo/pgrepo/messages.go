@@ -935,6 +935,10 @@ const collectBatch = 32
 func (r *Repo) Collect(ctx context.Context, grace time.Duration, deleteFn func(ctx context.Context, tenantID int64, key string) error) (int, error) {
 	total := 0
 	var errs []error
+	if _, err := r.pool.Exec(ctx, `DELETE FROM object_holds WHERE created_at < now() - make_interval(secs => $1)`,
+		HoldLifetime.Seconds()); err != nil {
+		return 0, fmt.Errorf("pgrepo: collect: expired holds: %w", err)
+	}
 	for {
 		var claimed, done int
 		err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
@@ -945,8 +949,9 @@ func (r *Repo) Collect(ctx context.Context, grace time.Duration, deleteFn func(c
 			// qualifies) or waits for this transaction.
 			rows, err := tx.Query(ctx, `SELECT id, tenant_id, key, refcount FROM objects o
 				WHERE refcount = 0 AND zero_since < now() - make_interval(secs => $1)
-				AND NOT EXISTS (SELECT 1 FROM object_holds h WHERE h.tenant_id = o.tenant_id AND h.key = o.key)
-				ORDER BY zero_since LIMIT $2 FOR UPDATE SKIP LOCKED`, grace.Seconds(), collectBatch)
+				AND NOT EXISTS (SELECT 1 FROM object_holds h WHERE h.tenant_id = o.tenant_id AND h.key = o.key
+					AND h.created_at > now() - make_interval(secs => $3))
+				ORDER BY zero_since LIMIT $2 FOR UPDATE SKIP LOCKED`, grace.Seconds(), collectBatch, HoldLifetime.Seconds())
 			if err != nil {
 				return fmt.Errorf("pgrepo: collect: claim: %w", err)
 			}
@@ -994,6 +999,13 @@ func (r *Repo) Collect(ctx context.Context, grace time.Duration, deleteFn func(c
 	}
 	return total, errors.Join(errs...)
 }
+
+// HoldLifetime is how long a hold keeps its object at most. A queue entry
+// releases its hold when it is finished, but a release that failed (the
+// store down at that moment) would otherwise keep the object for ever; no
+// entry lives this long (delivery's --max-queue-lifetime is 5 days by
+// default). Collect ignores older holds and deletes them.
+const HoldLifetime = 60 * 24 * time.Hour
 
 // HoldObject implements repo.Objects.
 func (r *Repo) HoldObject(ctx context.Context, tenantID int64, key, holder string) error {
