@@ -216,7 +216,7 @@ func (s *MessageServer) Deliver(ctx context.Context, req *storev1.DeliverRequest
 	if err != nil {
 		return nil, s.fail(ctx, "deliver", err)
 	}
-	resp, err := s.finishDelivery(ctx, p, nil, nil)
+	resp, err := s.finishDelivery(ctx, p)
 	if err != nil {
 		return nil, s.fail(ctx, "deliver", err)
 	}
@@ -257,12 +257,10 @@ func (s *MessageServer) DeliverBatch(ctx context.Context, req *storev1.DeliverBa
 			batchOf = append(batchOf, i)
 		}
 	}
-	done := make([][]repo.DeliveryResult, len(reqs))
-	doneErr := make([]error, len(reqs))
 	if len(batch) > 0 {
 		outs, outErrs := s.d.Repo.DeliverBatch(ctx, batch)
 		for j, i := range batchOf {
-			done[i], doneErr[i] = outs[j], outErrs[j]
+			preps[i].recorded = &recorded{out: outs[j], err: outErrs[j]}
 		}
 	}
 	resp := &storev1.DeliverBatchResponse{Results: make([]*storev1.DeliverBatchResult, len(reqs))}
@@ -270,11 +268,7 @@ func (s *MessageServer) DeliverBatch(ctx context.Context, req *storev1.DeliverBa
 		var r *storev1.DeliverResponse
 		err := errs[i]
 		if err == nil {
-			if p.single() {
-				r, err = s.finishDelivery(ctx, p, done[i], doneErr[i])
-			} else {
-				r, err = s.finishDelivery(ctx, p, nil, nil)
-			}
+			r, err = s.finishDelivery(ctx, p)
 		}
 		res := &storev1.DeliverBatchResult{Response: r}
 		if err != nil {
@@ -299,6 +293,14 @@ type preparedDelivery struct {
 	order     []string
 	objectID  int64 // recorded beforehand (several groups)
 	newObject *repo.NewObject
+	// recorded is the single group's repository outcome when DeliverBatch
+	// has already made the call.
+	recorded *recorded
+}
+
+type recorded struct {
+	out []repo.DeliveryResult
+	err error
 }
 
 type deliveryGroup struct {
@@ -313,20 +315,14 @@ type deliveryGroup struct {
 func (p *preparedDelivery) single() bool { return len(p.order) == 1 }
 
 func (s *MessageServer) prepareDelivery(ctx context.Context, req *storev1.DeliverRequest) (*preparedDelivery, error) {
-	tenant, err := strconv.ParseInt(req.GetTenantId(), 10, 64)
-	if err != nil || tenant <= 0 {
-		return nil, invalid("bad tenant id")
+	tenant, err := objectRef(req.GetTenantId(), req.GetBlobKey())
+	if err != nil {
+		return nil, err
 	}
 	if req.GetDeliveryId() == "" {
 		return nil, invalid("delivery id is required")
 	}
-	// A service may only link objects of the tenant it delivers for:
-	// object rows are per tenant, so a foreign key would let one tenant's
-	// mailbox point at another's bytes.
 	key := req.GetBlobKey()
-	if blob.ValidKey(key) != nil || !strings.HasPrefix(key, "msg/"+req.GetTenantId()+"/") {
-		return nil, invalid("bad blob key")
-	}
 	for _, r := range req.GetRecipients() {
 		if repo.CheckHeaderPrefix(r.GetHeaderPrefix()) != nil {
 			return nil, invalid("header prefix must be complete header lines ending in CRLF, at most 4096 bytes")
@@ -415,10 +411,9 @@ func (p *preparedDelivery) delivery(gk string) repo.Delivery {
 	return d
 }
 
-// finishDelivery records the delivery (unless the single group's result is
-// given: done and doneErr, from a batch) and reports the outcomes.
-func (s *MessageServer) finishDelivery(ctx context.Context, p *preparedDelivery, done []repo.DeliveryResult, doneErr error) (*storev1.DeliverResponse, error) {
-	given := done != nil || doneErr != nil
+// finishDelivery records the delivery (unless a batch did: p.recorded)
+// and reports the outcomes.
+func (s *MessageServer) finishDelivery(ctx context.Context, p *preparedDelivery) (*storev1.DeliverResponse, error) {
 	// The usual delivery is one group: the object is recorded by the same
 	// repository call that links it, one round trip in all. Several groups
 	// record it first and link it once per group.
@@ -431,8 +426,11 @@ func (s *MessageServer) finishDelivery(ctx context.Context, p *preparedDelivery,
 	}
 	for _, gk := range p.order {
 		g := p.groups[gk]
-		out, err := done, doneErr
-		if !given {
+		var out []repo.DeliveryResult
+		var err error
+		if p.recorded != nil {
+			out, err = p.recorded.out, p.recorded.err
+		} else {
 			out, err = s.d.Repo.Deliver(ctx, p.delivery(gk))
 		}
 		if errors.Is(err, repo.ErrInvalidName) {
@@ -462,8 +460,9 @@ func (s *MessageServer) finishDelivery(ctx context.Context, p *preparedDelivery,
 	return &storev1.DeliverResponse{Results: p.results}, nil
 }
 
-// objectRef checks a service's (tenant, key) pair as Deliver does: a
-// service acts only on objects under its tenant's prefix.
+// objectRef checks a service's (tenant, key) pair: a service may only act
+// on objects of the tenant it works for (object rows are per tenant, so a
+// foreign key would let one tenant's mailbox point at another's bytes).
 func objectRef(tenantID, key string) (int64, error) {
 	tenant, err := strconv.ParseInt(tenantID, 10, 64)
 	if err != nil || tenant <= 0 {

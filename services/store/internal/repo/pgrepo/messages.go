@@ -160,7 +160,14 @@ func (r *Repo) deliver(ctx context.Context, a deliverArgs) ([]repo.DeliveryResul
 	if err != nil {
 		return nil, err
 	}
+	return r.runDeliver(ctx, a, args)
+}
+
+// runDeliver runs petrel_deliver with a's arguments as sqlArgs made them,
+// retrying a serialization failure or deadlock.
+func (r *Repo) runDeliver(ctx context.Context, a deliverArgs, args []any) ([]repo.DeliveryResult, error) {
 	var out []repo.DeliveryResult
+	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		out = out[:0]
 		var rows pgx.Rows
@@ -232,13 +239,14 @@ func deliveryArgs(d repo.Delivery) (deliverArgs, error) {
 // mailbox locks in one global order. When the transaction fails as a whole
 // (a deadlock between multi-recipient deliveries, a concurrent recording
 // of the same object, a missing tenant or object), each delivery is run on
-// its own with Deliver, so every one gets its own outcome and a bad one
+// its own, so every one gets its own outcome and a bad one
 // never fails the others.
 func (r *Repo) DeliverBatch(ctx context.Context, ds []repo.Delivery) ([][]repo.DeliveryResult, []error) {
 	out := make([][]repo.DeliveryResult, len(ds))
 	errs := make([]error, len(ds))
 	type item struct {
 		i    int
+		a    deliverArgs
 		args []any
 		low  int64
 	}
@@ -261,14 +269,14 @@ func (r *Repo) DeliverBatch(ctx context.Context, ds []repo.Delivery) ([][]repo.D
 			errs[i] = err
 			continue
 		}
-		items = append(items, item{i: i, args: args, low: slices.Min(d.Recipients)})
+		items = append(items, item{i: i, a: a, args: args, low: slices.Min(d.Recipients)})
 	}
 	if len(items) == 0 {
 		return out, errs
 	}
 	if len(items) == 1 {
-		i := items[0].i
-		out[i], errs[i] = r.Deliver(ctx, ds[i])
+		it := items[0]
+		out[it.i], errs[it.i] = r.runDeliver(ctx, it.a, it.args)
 		return out, errs
 	}
 	slices.SortStableFunc(items, func(a, b item) int { return cmp.Compare(a.low, b.low) })
@@ -298,7 +306,7 @@ func (r *Repo) DeliverBatch(ctx context.Context, ds []repo.Delivery) ([][]repo.D
 			return out, errs
 		}
 		for _, it := range items {
-			out[it.i], errs[it.i] = r.Deliver(ctx, ds[it.i])
+			out[it.i], errs[it.i] = r.runDeliver(ctx, it.a, it.args)
 		}
 	}
 	return out, errs
