@@ -88,9 +88,7 @@ func (b *batcher) send(batch []*pendingDelivery, noBatch bool) {
 		}
 	}()
 	if len(batch) == 1 || noBatch {
-		for _, p := range batch {
-			p.resp, p.err = b.rpc.Deliver(ctx, p.req)
-		}
+		b.sendEach(ctx, batch)
 		return
 	}
 	req := &storev1.DeliverBatchRequest{}
@@ -103,9 +101,7 @@ func (b *batcher) send(batch []*pendingDelivery, noBatch bool) {
 		b.mu.Lock()
 		b.noBatch = true
 		b.mu.Unlock()
-		for _, p := range batch {
-			p.resp, p.err = b.rpc.Deliver(ctx, p.req)
-		}
+		b.sendEach(ctx, batch)
 		return
 	}
 	if err == nil && len(resp.GetResults()) != len(batch) {
@@ -123,5 +119,12 @@ func (b *batcher) send(batch []*pendingDelivery, noBatch bool) {
 			continue
 		}
 		p.resp = r.GetResponse()
+	}
+}
+
+// sendEach sends the batch's deliveries one call each.
+func (b *batcher) sendEach(ctx context.Context, batch []*pendingDelivery) {
+	for _, p := range batch {
+		p.resp, p.err = b.rpc.Deliver(ctx, p.req)
 	}
 }
