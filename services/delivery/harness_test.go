@@ -216,13 +216,19 @@ func (e *env) inbox(addr string) int {
 	return int(st.GetStatus().GetMessages())
 }
 
-// entry writes a message object and returns its queue entry.
+// entry writes a small message object and returns its queue entry.
 func (e *env) entry(queueID, from string, rcpts ...string) *queuev1.QueueEntry {
+	e.t.Helper()
+	body := fmt.Sprintf("Received: from test\r\nFrom: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s@test>\r\nDate: %s\r\n\r\nHello.\r\n",
+		from, strings.Join(rcpts, ">, <"), queueID, queueID, time.Now().Format(time.RFC1123Z))
+	return e.entryOf(queueID, from, body, rcpts...)
+}
+
+// entryOf writes body as a message object and returns its queue entry.
+func (e *env) entryOf(queueID, from, body string, rcpts ...string) *queuev1.QueueEntry {
 	e.t.Helper()
 	now := time.Now()
 	key := fmt.Sprintf("msg/%s/%04d/%02d/%02d/%s", e.tenantID, now.Year(), now.Month(), now.Day(), queueID)
-	body := fmt.Sprintf("Received: from test\r\nFrom: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s@test>\r\nDate: %s\r\n\r\nHello.\r\n",
-		from, strings.Join(rcpts, ">, <"), queueID, queueID, now.Format(time.RFC1123Z))
 	info, err := e.blobs.Put(testCtx(e.t), key, strings.NewReader(body))
 	if err != nil {
 		e.t.Fatalf("put %s: %v", key, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/petrel-mail/petrel/platform/blob"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dkimsign"
+	"github.com/petrel-mail/petrel/services/delivery/internal/downgrade"
 	"github.com/petrel-mail/petrel/services/delivery/internal/queue"
 	"github.com/petrel-mail/petrel/services/delivery/internal/route"
 	"github.com/petrel-mail/petrel/services/delivery/internal/smtpout"
@@ -59,19 +60,27 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 		}
 		return rc, nil
 	}
+	raw := open
+	var signer *dkimsign.Signer
 	if r.Keys != nil {
 		if dom := domainOf(entry.GetMailFrom()); dom != "" {
-			signer, err := r.Keys.Signer(ctx, dom)
-			if err != nil {
+			var err error
+			if signer, err = r.Keys.Signer(ctx, dom); err != nil {
 				return nil, fmt.Errorf("DKIM key of %s: %w", dom, err)
 			}
 			if signer != nil {
 				// Sign once: every domain gets the same bytes.
-				if open, err = signer.Opener(open); err != nil {
+				if open, err = signer.Opener(raw); err != nil {
 					return nil, fmt.Errorf("DKIM signing: %w", err)
 				}
 			}
 		}
+	}
+	var sevenBit func() (func() (io.ReadCloser, error), error)
+	if entry.GetBody() == queuev1.Body_BODY_8BITMIME {
+		sevenBit = sync.OnceValues(func() (func() (io.ReadCloser, error), error) {
+			return sevenBitOpener(raw, signer)
+		})
 	}
 
 	// Recipients by domain, in RCPT order within a domain.
@@ -100,7 +109,7 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			res := r.sendDomain(ctx, entry, d, idx, open)
+			res := r.sendDomain(ctx, entry, d, idx, open, sevenBit)
 			mu.Lock()
 			out = append(out, res...)
 			mu.Unlock()
@@ -110,7 +119,8 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 	return out, nil
 }
 
-func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, domain string, idx []int, open func() (io.ReadCloser, error)) []queue.Result {
+func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, domain string, idx []int,
+	open func() (io.ReadCloser, error), sevenBit func() (func() (io.ReadCloser, error), error)) []queue.Result {
 	out := make([]queue.Result, 0, len(idx))
 	if domain == "" {
 		for _, i := range idx {
@@ -143,6 +153,7 @@ func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, doma
 		Size:     entry.GetSize(),
 		EnvID:    entry.GetDsnEnvid(),
 		Open:     open,
+		SevenBit: sevenBit,
 	}
 	switch entry.GetDsnRet() {
 	case queuev1.DSNReturn_DSN_RETURN_FULL:
@@ -171,6 +182,37 @@ func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, doma
 		out = append(out, resultOf(idx[k], res))
 	}
 	return out
+}
+
+// sevenBitOpener returns an opener for the message of raw converted to
+// 7-bit MIME (package downgrade) and, with a signer, signed after the
+// conversion, so that the signature covers the bytes sent. The message is
+// converted once here, to sign it or to find before any transaction that
+// it cannot be converted (downgrade.ErrMalformed, a permanent failure).
+func sevenBitOpener(raw func() (io.ReadCloser, error), signer *dkimsign.Signer) (func() (io.ReadCloser, error), error) {
+	conv := func() (io.ReadCloser, error) {
+		rc, err := raw()
+		if err != nil {
+			return nil, err
+		}
+		return downgrade.Reader(rc), nil
+	}
+	if signer != nil {
+		open, err := signer.Opener(conv)
+		if err != nil {
+			return nil, fmt.Errorf("DKIM signing the 7-bit message: %w", err)
+		}
+		return open, nil
+	}
+	rc, err := conv()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return nil, err
+	}
+	return conv, nil
 }
 
 // resultOf maps a transport result to the queue's: the remote reply when

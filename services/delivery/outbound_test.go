@@ -124,7 +124,7 @@ type smtpSink struct {
 	dir string
 }
 
-func startSmtpSink(t *testing.T, ip string, port int) *smtpSink {
+func startSmtpSink(t *testing.T, ip string, port int, flags ...string) *smtpSink {
 	t.Helper()
 	bin := "/usr/sbin/smtp-sink"
 	if _, err := os.Stat(bin); err != nil {
@@ -141,7 +141,7 @@ func startSmtpSink(t *testing.T, ip string, port int) *smtpSink {
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
-	args := []string{"-d", filepath.Join(dir, "%Y%m%d%H%M%S."), addr, "64"}
+	args := append(flags, "-d", filepath.Join(dir, "%Y%m%d%H%M%S."), addr, "64")
 	if os.Geteuid() == 0 {
 		args = append([]string{"-u", "nobody"}, args...)
 	}
@@ -594,4 +594,72 @@ func TestDKIMSigned(t *testing.T) {
 	if _, err := storev1.NewDKIMServiceClient(e.service.Conn).GetSigningKey(ctx, &storev1.GetSigningKeyRequest{Domain: "unknown.test"}); !errors.Is(err, storeclient.ErrNotFound) {
 		t.Fatalf("key of an unknown domain: %v, want not found", err)
 	}
+}
+
+// TestEightBitDowngradeSigned: an 8-bit message from a domain with a DKIM
+// key goes to two domains in one attempt: a go-smtp MX (8BITMIME) gets the
+// original bytes, Postfix's smtp-sink without 8BITMIME (-8) gets them
+// converted to 7-bit MIME, and each copy carries a signature that
+// go-msgauth verifies against the published key: the converted copy is
+// signed after the conversion.
+func TestEightBitDowngradeSigned(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	w := e.outbound(t, "127.0.0.2", "127.0.0.3")
+	w.dns.Add(t, "a.test. 300 IN MX 10 mx.a.test.", "mx.a.test. 300 IN A 127.0.0.2",
+		"old.test. 300 IN MX 10 mx.old.test.", "mx.old.test. 300 IN A 127.0.0.3")
+	modern := startTestMX(t, "127.0.0.2", w.port, nil)
+	old := startSmtpSink(t, "127.0.0.3", w.port, "-8")
+
+	key, err := e.operator.Admin.GenerateDKIMKey(ctx, &storev1.GenerateDKIMKeyRequest{Domain: e.domain, Selector: "s1",
+		Algorithm: storev1.DKIMAlgorithm_DKIM_ALGORITHM_ED25519})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.dns.AddTXT(key.GetKey().GetRecordName(), key.GetKey().GetRecord())
+
+	alice := e.account("alice")
+	const body = "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n" +
+		"--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xff\xfe\x01\r\n--b1--\r\n"
+	en := e.entryOf("Q8BIT", alice, "From: <"+alice+">\r\nSubject: 8bit\r\nMIME-Version: 1.0\r\n"+body, "x@a.test", "y@old.test")
+	en.Body = queuev1.Body_BODY_8BITMIME
+	e.publish(e.js, en, en.GetQueueId())
+	e.runConsumer(consumerOpts{outbound: w.remote, bouncer: w.dsn})
+
+	waitFor(t, "the entry to be acknowledged", func() bool { return streamMsgs(t, e.js, e.nopts.QueueStream()) == 0 })
+	var dumps []string
+	waitFor(t, "smtp-sink's dump", func() bool { dumps = old.dumps(t); return len(dumps) == 1 })
+	if len(modern.messages()) != 1 {
+		t.Fatalf("8BITMIME MX got %d messages", len(modern.messages()))
+	}
+	resolver := &dnsx.Client{Server: w.dns.Addr}
+	verify := func(what string, msg []byte) {
+		t.Helper()
+		verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
+			LookupTXT: func(name string) ([]string, error) { return resolver.LookupTXT(context.Background(), name) },
+		})
+		if err != nil || len(verifs) != 1 || verifs[0].Err != nil || verifs[0].Domain != e.domain {
+			t.Fatalf("%s: signatures %+v, %v\n%s", what, verifs, err, msg)
+		}
+	}
+	sent := modern.messages()[0].data
+	verify("message to the 8BITMIME MX", sent)
+	mustContain(t, "message to the 8BITMIME MX", string(sent), body)
+
+	// smtp-sink's dump: its X- envelope fields, then the message with LF
+	// line ends.
+	dump := strings.ReplaceAll(dumps[0], "\n", "\r\n")
+	mustContain(t, "smtp-sink dump", dump, "X-Mail-Args: <"+alice+">",
+		"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n--b1\r\n",
+		"Content-Transfer-Encoding: base64\r\n\r\n//4B\r\n--b1--\r\n")
+	if strings.Contains(dump, "BODY=8BITMIME") {
+		t.Errorf("BODY=8BITMIME sent to a server that does not announce it")
+	}
+	for _, b := range []byte(dump) {
+		if b >= 0x80 {
+			t.Fatalf("8-bit byte reached the server without 8BITMIME:\n%s", dump)
+		}
+	}
+	verify("converted message", []byte(dump))
 }

@@ -44,6 +44,7 @@ type mx struct {
 	rcptReply map[string]*smtp.SMTPError // per recipient refusal
 	mailReply *smtp.SMTPError
 	dataBlock chan struct{} // if set, Data waits for it to close
+	no8bit    bool          // EHLO does not announce 8BITMIME
 	inData    chan struct{} // if set, Data signals here on entry
 
 	mu      sync.Mutex
@@ -155,6 +156,9 @@ func startMX(t *testing.T, ip string, port int, configure func(*mx, *smtp.Server
 		t.Fatalf("listen %s:%d: %v", ip, port, err)
 	}
 	m.Addr = ln.Addr().String()
+	if m.no8bit {
+		ln = no8bitListener{ln}
+	}
 	go m.srv.Serve(ln)
 	t.Cleanup(func() { m.srv.Close() })
 	return m
@@ -293,6 +297,9 @@ func startMXTLS(t *testing.T, ip string, port int, cert tls.Certificate, check f
 		t.Fatal(err)
 	}
 	m.Addr = ln.Addr().String()
+	if m.no8bit {
+		ln = no8bitListener{ln}
+	}
 	go m.srv.Serve(ln)
 	t.Cleanup(func() { m.srv.Close() })
 	return m
@@ -353,4 +360,27 @@ func dialOK(ip string, port int) bool {
 	}
 	c.Close()
 	return true
+}
+
+// no8bitListener hides 8BITMIME from the EHLO replies of go-smtp's server,
+// which always announces it.
+type no8bitListener struct{ net.Listener }
+
+func (l no8bitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return no8bitConn{c}, nil
+}
+
+type no8bitConn struct{ net.Conn }
+
+func (c no8bitConn) Write(p []byte) (int, error) {
+	// go-smtp writes a whole reply at once.
+	q := bytes.ReplaceAll(p, []byte("250-8BITMIME\r\n"), nil)
+	if _, err := c.Conn.Write(q); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

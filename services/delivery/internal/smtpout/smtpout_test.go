@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
+	"github.com/petrel-mail/petrel/services/delivery/internal/downgrade"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx/dnstest"
 	"github.com/petrel-mail/petrel/services/delivery/internal/route"
 )
@@ -374,6 +376,72 @@ func TestSMTPUTF8Required(t *testing.T) {
 	}
 	if m := utf8mx.messages(); len(m) != 1 || !m[0].Opts.UTF8 || m[0].Rcpts[0] != "jürgen@utf8.example" {
 		t.Errorf("SMTPUTF8 peer got %+v", m)
+	}
+}
+
+func TestEightBitConvertedForPeerWithout8BITMIME(t *testing.T) {
+	e := newEnv(t, "127.0.0.2", "127.0.0.3")
+	old := startMX(t, "127.0.0.2", e.port, func(m *mx, _ *smtp.Server) { m.no8bit = true })
+	modern := startMX(t, "127.0.0.3", e.port, nil)
+	e.dns.Add(t, "old.example. IN MX 10 mx.old.example.", "mx.old.example. IN A 127.0.0.2",
+		"new.example. IN MX 10 mx.new.example.", "mx.new.example. IN A 127.0.0.3")
+	tr := newTransport(t, nil)
+
+	const eight = "Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xe9\r\n"
+	conversions := 0
+	m := func(rcpt string, sevenBit func() (func() (io.ReadCloser, error), error)) *Message {
+		m := msg(rcpt)
+		m.EightBit, m.Open, m.SevenBit = true, opener(eight), sevenBit
+		return m
+	}
+	convert := func() (func() (io.ReadCloser, error), error) {
+		conversions++
+		return func() (io.ReadCloser, error) { return downgrade.Reader(io.NopCloser(strings.NewReader(eight))), nil }, nil
+	}
+
+	res := tr.Deliver(context.Background(), e.route("old.example"), m("a@old.example", convert))
+	if res[0].Status != Delivered {
+		t.Fatalf("to a peer without 8BITMIME: %+v", res[0])
+	}
+	got := old.messages()
+	if len(got) != 1 || got[0].Opts.Body != "" || !strings.Contains(string(got[0].Data), "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n") {
+		t.Fatalf("peer without 8BITMIME got %+v", got)
+	}
+	for _, b := range got[0].Data {
+		if b >= 0x80 {
+			t.Fatalf("8-bit byte sent to a peer without 8BITMIME: %q", got[0].Data)
+		}
+	}
+
+	res = tr.Deliver(context.Background(), e.route("new.example"), m("a@new.example", convert))
+	if res[0].Status != Delivered {
+		t.Fatalf("to an 8BITMIME peer: %+v", res[0])
+	}
+	if got := modern.messages(); len(got) != 1 || got[0].Opts.Body != smtp.Body8BitMIME || string(got[0].Data) != eight {
+		t.Fatalf("8BITMIME peer got %+v", got)
+	}
+	if conversions != 1 {
+		t.Errorf("converted %d times, want once (only for the peer that needs it)", conversions)
+	}
+
+	// A message that cannot be converted fails; a conversion that could
+	// succeed later is deferred.
+	for _, c := range []struct {
+		sevenBit func() (func() (io.ReadCloser, error), error)
+		status   Status
+		enhanced string
+	}{
+		{nil, Permanent, "5.6.3"},
+		{func() (func() (io.ReadCloser, error), error) { return nil, fmt.Errorf("x: %w", downgrade.ErrMalformed) }, Permanent, "5.6.3"},
+		{func() (func() (io.ReadCloser, error), error) { return nil, errors.New("object store down") }, Temporary, "4.3.0"},
+	} {
+		res := tr.Deliver(context.Background(), e.route("old.example"), m("b@old.example", c.sevenBit))
+		if res[0].Status != c.status || res[0].Enhanced != c.enhanced {
+			t.Errorf("got %+v, want %v %s", res[0], c.status, c.enhanced)
+		}
+	}
+	if n := len(old.messages()); n != 1 {
+		t.Errorf("peer without 8BITMIME got %d messages, want 1", n)
 	}
 }
 

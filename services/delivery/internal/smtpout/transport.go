@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/petrel-mail/petrel/services/delivery/internal/crlf"
+	"github.com/petrel-mail/petrel/services/delivery/internal/downgrade"
 	"github.com/petrel-mail/petrel/services/delivery/internal/route"
 )
 
@@ -328,11 +329,26 @@ func (t *Transport) transaction(s *session, msg *Message, results []RecipientRes
 			useUTF8 = useUTF8 || !isASCII(msg.Recipients[i].Address)
 		}
 	}
+	open := msg.Open
 	if msg.EightBit && !has8bit && !useUTF8 {
-		for _, i := range pending {
-			decide(i, Permanent, "5.6.3", nil, "the remote server does not support 8BITMIME and the message is 8-bit (RFC 6152); conversion is not supported")
+		var err error
+		if msg.SevenBit == nil {
+			err = fmt.Errorf("%w: no 7-bit form of this message", downgrade.ErrMalformed)
+		} else {
+			open, err = msg.SevenBit()
 		}
-		return txOutcome{reusable: true}
+		if errors.Is(err, downgrade.ErrMalformed) {
+			for _, i := range pending {
+				decide(i, Permanent, "5.6.3", nil, "the remote server does not support 8BITMIME (RFC 6152) and the message cannot be converted to 7-bit: "+err.Error())
+			}
+			return txOutcome{reusable: true}
+		}
+		if err != nil {
+			for _, i := range pending {
+				decide(i, Temporary, "4.3.0", nil, "converting the queued message to 7-bit failed: "+err.Error())
+			}
+			return txOutcome{reusable: true, failure: &hostFailure{enhanced: "4.3.0", detail: "converting the queued message to 7-bit failed"}, stop: true}
+		}
 	}
 	if limit, ok := c.MaxMessageSize(); ok && limit > 0 && msg.Size > int64(limit) {
 		for _, i := range pending {
@@ -397,7 +413,7 @@ func (t *Transport) transaction(s *session, msg *Message, results []RecipientRes
 		return txOutcome{reusable: c.Reset() == nil}
 	}
 
-	body, err := msg.Open()
+	body, err := open()
 	if err != nil {
 		// Another host would not help: the message cannot be read.
 		// Closing without the final dot aborts the transaction.
