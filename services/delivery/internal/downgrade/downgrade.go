@@ -86,7 +86,7 @@ type converter struct {
 	br   *bufio.Reader
 	w    *bufio.Writer
 	ew   *errWriter // under w: a failed write stops the reading
-	cont bool // the next read continues a line longer than the buffer
+	cont bool       // the next read continues a line longer than the buffer
 }
 
 // line is one line, or one buffer-sized piece of a longer line. data

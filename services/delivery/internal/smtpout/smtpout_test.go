@@ -19,8 +19,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
-	"github.com/petrel-mail/petrel/services/delivery/internal/downgrade"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx/dnstest"
+	"github.com/petrel-mail/petrel/services/delivery/internal/downgrade"
 	"github.com/petrel-mail/petrel/services/delivery/internal/route"
 )
 
