@@ -42,6 +42,15 @@ const (
 	// and pop3 sessions of that account (IDLE, NOTIFY). Build it with
 	// Options.EventSubject.
 	EventsSubjectRoot = "petrel.events"
+
+	// DestinationSlotsBucket is the key-value bucket (stream
+	// KV_PETREL_DESTINATION_SLOTS) through which delivery replicas share
+	// the limit of concurrent SMTP sessions per destination. A key is
+	// d.<hash of the destination>.<slot>, its value the holder; a holder
+	// deletes its key when the session ends and refreshes it while it
+	// runs, and a key that was not refreshed for the bucket's TTL (a
+	// crashed holder) expires. Written and read by delivery only.
+	DestinationSlotsBucket = "PETREL_DESTINATION_SLOTS"
 )
 
 // Defaults of Options.
@@ -149,6 +158,24 @@ func (o Options) subject(s string) string {
 		return s
 	}
 	return o.Prefix + "." + s
+}
+
+// DestinationSlots is the name of the destination slot bucket.
+func (o Options) DestinationSlots() string { return o.name(DestinationSlotsBucket) }
+
+// DestinationSlotsConfig declares the destination slot bucket: in memory
+// (slots are leases, worth nothing after a restart), keys expiring after
+// ttl, with the queue's replicas.
+func (o Options) DestinationSlotsConfig(ttl time.Duration) jetstream.KeyValueConfig {
+	o = o.withDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      o.DestinationSlots(),
+		Description: "Petrel: concurrent SMTP sessions per destination, shared by delivery replicas",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    o.Replicas,
+	}
 }
 
 // QueueStream is the name of the mail queue stream.
@@ -294,6 +321,10 @@ func DeleteStreams(ctx context.Context, js jetstream.JetStream, o Options) error
 	err := js.DeleteStream(ctx, o.QueueStream())
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("natsx: delete stream %s: %w", o.QueueStream(), err)
+	}
+	err = js.DeleteKeyValue(ctx, o.DestinationSlots())
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("natsx: delete bucket %s: %w", o.DestinationSlots(), err)
 	}
 	return nil
 }

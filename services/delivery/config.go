@@ -70,6 +70,9 @@ type Config struct {
 	MXPort                 int
 	LocalAddrs             []string
 	MaxConnsPerDestination int
+	// LocalDestinationLimit: MaxConnsPerDestination bounds this replica
+	// alone instead of all replicas together.
+	LocalDestinationLimit bool
 	// Smarthost (host:port), when set, relays all outbound mail, over TLS
 	// (STARTTLS, or implicit TLS with SmarthostImplicitTLS), with AUTH
 	// PLAIN when SmarthostUser is set (password read from
@@ -122,7 +125,8 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.String(&c.DNSServer, "dns-server", "", "recursive DNS resolver for MX/A/AAAA look-ups (host:port); default: the first nameserver in /etc/resolv.conf")
 	f.Int(&c.MXPort, "mx-port", 25, "TCP port of remote MX hosts (25; another value only for tests)")
 	f.StringList(&c.LocalAddrs, "local-address", nil, "IP address this MTA receives mail on (repeat or comma-separate): an MX that resolves to one is a mail loop")
-	f.Int(&c.MaxConnsPerDestination, "max-conns-per-destination", 10, "concurrent outbound SMTP sessions per recipient domain (or to the smarthost)")
+	f.Int(&c.MaxConnsPerDestination, "max-conns-per-destination", 10, "concurrent outbound SMTP sessions per recipient domain (or to the smarthost), across all delivery replicas (shared through NATS)")
+	f.Bool(&c.LocalDestinationLimit, "local-destination-limit", false, "apply --max-conns-per-destination to each replica on its own instead of sharing it through NATS")
 	f.String(&c.Smarthost, "smarthost", "", "relay all outbound mail through this host:port (TLS required) instead of MX look-ups")
 	f.String(&c.SmarthostUser, "smarthost-user", "", "AUTH PLAIN user name at the smarthost (empty: no AUTH)")
 	f.String(&c.SmarthostPasswordFile, "smarthost-password-file", "", "file holding the smarthost AUTH password")

@@ -22,7 +22,9 @@ import (
 	queuev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/queue/v1"
 	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
 
+	"github.com/petrel-mail/petrel/platform/testenv"
 	"github.com/petrel-mail/petrel/services/delivery"
+	"github.com/petrel-mail/petrel/services/delivery/internal/destlimit"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx/dnstest"
 	"github.com/petrel-mail/petrel/services/delivery/internal/queue"
@@ -46,10 +48,14 @@ type testMX struct {
 	addr string
 	rcpt func(addr string, seen int) error
 
-	mu    sync.Mutex
-	msgs  []remoteMsg
-	seen  map[string]int
-	mails int
+	// hold keeps each DATA for this long (a slow MX), set before traffic.
+	hold time.Duration
+
+	mu              sync.Mutex
+	msgs            []remoteMsg
+	seen            map[string]int
+	mails           int
+	inData, maxData int // transactions in DATA now, and at most
 }
 
 type testMXSession struct {
@@ -83,6 +89,18 @@ func (s *testMXSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (s *testMXSession) Data(r io.Reader) error {
+	s.m.mu.Lock()
+	s.m.inData++
+	s.m.maxData = max(s.m.maxData, s.m.inData)
+	s.m.mu.Unlock()
+	defer func() {
+		s.m.mu.Lock()
+		s.m.inData--
+		s.m.mu.Unlock()
+	}()
+	if s.m.hold > 0 {
+		time.Sleep(s.m.hold) // a slow server, not a synchronisation
+	}
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -662,4 +680,54 @@ func TestEightBitDowngradeSigned(t *testing.T) {
 		}
 	}
 	verify("converted message", []byte(dump))
+}
+
+// TestDestinationLimitSharedByReplicas: two replicas' transports, each
+// allowed one session per destination, share the cluster-wide limit of
+// one through NATS: a slow MX never sees two transactions at once, and
+// every message arrives. (With the local limits alone it sees two.)
+func TestDestinationLimitSharedByReplicas(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	w := e.outbound(t, "127.0.0.2")
+	w.dns.Add(t, "slow.test. 300 IN MX 10 mx.slow.test.", "mx.slow.test. 300 IN A 127.0.0.2")
+	mx := startTestMX(t, "127.0.0.2", w.port, nil)
+	mx.hold = 100 * time.Millisecond
+
+	var replicas []*delivery.Remote
+	for i := range 2 {
+		limit, err := destlimit.Open(ctx, connectJS(t, testenv.NATSURL(t)), e.nopts, 1, time.Minute, fmt.Sprintf("replica-%d", i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := smtpout.New(smtpout.Options{EHLOName: "petrel.test", MaxConnsPerDestination: 1, MaxIdlePerHost: -1,
+			SharedLimit: limit, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		r := *w.remote
+		r.Transport = tr
+		replicas = append(replicas, &r)
+	}
+	alice := e.account("alice")
+	var wg sync.WaitGroup
+	for i := range 6 {
+		en := e.entry(qid("QLIM", i), alice, fmt.Sprintf("r%d@slow.test", i))
+		wg.Go(func() {
+			res, err := replicas[i%2].Send(ctx, en, []int{0})
+			if err != nil || len(res) != 1 || res[0].Outcome != queue.Delivered {
+				t.Errorf("send %d: %+v %v", i, res, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(mx.messages()); n != 6 {
+		t.Errorf("MX got %d messages, want 6", n)
+	}
+	mx.mu.Lock()
+	defer mx.mu.Unlock()
+	if mx.maxData != 1 {
+		t.Errorf("MX saw %d transactions at once with a shared limit of 1", mx.maxData)
+	}
 }

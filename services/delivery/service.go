@@ -29,6 +29,7 @@ import (
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/telemetry"
 	"github.com/petrel-mail/petrel/services/delivery/internal/admin"
+	"github.com/petrel-mail/petrel/services/delivery/internal/destlimit"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
 	"github.com/petrel-mail/petrel/services/delivery/internal/local"
 	"github.com/petrel-mail/petrel/services/delivery/internal/queue"
@@ -165,7 +166,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 			return nil, fmt.Errorf("host name: %w", err)
 		}
 	}
-	remote, err := newRemote(cfg, hostname, s.Blobs, storev1.NewDKIMServiceClient(s.Store.Conn), log)
+	var shared smtpout.SharedLimiter
+	if !cfg.LocalDestinationLimit {
+		if shared, err = destlimit.Open(ctx, s.JS, nopts, cfg.MaxConnsPerDestination, destlimit.DefaultTTL,
+			fmt.Sprintf("%s/%d", hostname, os.Getpid()), log); err != nil {
+			return nil, err
+		}
+	}
+	remote, err := newRemote(cfg, hostname, s.Blobs, storev1.NewDKIMServiceClient(s.Store.Conn), shared, log)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +294,7 @@ func (cc *ConsumerComponent) Shutdown(ctx context.Context) error {
 }
 
 // newRemote builds the outbound path from the configuration.
-func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMServiceClient, log *slog.Logger) (*Remote, error) {
+func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMServiceClient, shared smtpout.SharedLimiter, log *slog.Logger) (*Remote, error) {
 	var resolver dnsx.Resolver = dnsx.System{}
 	switch {
 	case cfg.DNSServer != "":
@@ -326,7 +334,7 @@ func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMS
 		}
 		router.Smarthost = sh
 	}
-	tr, err := smtpout.New(smtpout.Options{EHLOName: hostname, MaxConnsPerDestination: cfg.MaxConnsPerDestination, Logger: log})
+	tr, err := smtpout.New(smtpout.Options{EHLOName: hostname, MaxConnsPerDestination: cfg.MaxConnsPerDestination, SharedLimit: shared, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,10 @@ type Options struct {
 	// MaxConnsPerDestination bounds concurrent sessions per recipient
 	// domain (or to the smarthost); default 10.
 	MaxConnsPerDestination int
+	// SharedLimit, if set, also bounds sessions per destination across
+	// processes (package destlimit); if it fails, the local bound alone
+	// applies.
+	SharedLimit SharedLimiter
 	// MaxIdlePerHost bounds pooled idle sessions per host address;
 	// default 2; negative disables reuse.
 	MaxIdlePerHost int
@@ -87,6 +91,12 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+}
+
+// SharedLimiter hands out a destination's session slots shared by every
+// delivery replica.
+type SharedLimiter interface {
+	Acquire(ctx context.Context, dest string) (release func(), err error)
 }
 
 // Transport delivers messages. It is safe for concurrent use.
@@ -145,6 +155,19 @@ func (t *Transport) Deliver(ctx context.Context, rt route.Route, msg *Message) [
 		destKey = "smarthost " + rt.Smarthost.Host
 	}
 	release, err := t.limit.acquire(ctx, destKey)
+	if err == nil && t.opts.SharedLimit != nil {
+		var shared func()
+		if shared, err = t.opts.SharedLimit.Acquire(ctx, destKey); err == nil {
+			defer shared()
+		} else if ctx.Err() == nil {
+			// The shared bound is politeness, not safety: carry on
+			// under this process's own.
+			t.opts.Logger.Warn("shared destination limit unavailable, using the local one", "destination", destKey, "err", err)
+			err = nil
+		} else {
+			release()
+		}
+	}
 	if err != nil {
 		last = hostFailure{enhanced: "4.3.0", detail: "delivery cancelled while waiting for a connection slot"}
 		t.finishPending(results, pending, last)
