@@ -66,6 +66,7 @@ type Config struct {
 	MaxMessageSize   int
 	GCGrace          time.Duration
 	GCInterval       time.Duration
+	IndexInterval    time.Duration
 	ExpungeRetention time.Duration
 }
 
@@ -100,6 +101,7 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.Int(&c.MaxMessageSize, "max-message-size", server.DefaultMaxMessageSize, "largest message APPEND accepts, in bytes")
 	f.Duration(&c.GCGrace, "gc-grace", gc.DefaultGrace, "how long an unreferenced message object is kept before it is deleted (sessions may still read an expunged message)")
 	f.Duration(&c.GCInterval, "gc-interval", gc.DefaultInterval, "how often the collector runs")
+	f.Duration(&c.IndexInterval, "search-index-interval", gc.DefaultIndexInterval, "how often new SEARCH index entries are merged into the index in the background")
 	f.Duration(&c.ExpungeRetention, "expunge-retention", gc.DefaultRetention, "how long expunged UIDs are remembered for QRESYNC VANISHED")
 }
 
@@ -127,6 +129,7 @@ func (c Config) Validate() error {
 	v.Check(c.MaxMessageSize > 0, "max-message-size", "must be positive")
 	v.Check(c.GCGrace >= 0, "gc-grace", "must not be negative")
 	v.Positive("gc-interval", c.GCInterval)
+	v.Positive("search-index-interval", c.IndexInterval)
 	v.Positive("expunge-retention", c.ExpungeRetention)
 	return v.Err()
 }

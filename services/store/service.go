@@ -123,7 +123,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 
 	if s.GC, err = gc.New(gc.Options{
 		Repo: s.Repo, Blobs: s.Blobs, Grace: cfg.GCGrace, Retention: cfg.ExpungeRetention,
-		Interval: cfg.GCInterval, Logger: log.With("component", "gc"), Registry: reg,
+		Interval: cfg.GCInterval, IndexInterval: cfg.IndexInterval, Logger: log.With("component", "gc"), Registry: reg,
 	}); err != nil {
 		return nil, err
 	}

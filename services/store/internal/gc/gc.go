@@ -1,7 +1,10 @@
 // Package gc is the store's background collector: it deletes the S3
 // objects that no mailbox entry refers to any more, once they have been
 // unreferenced for a grace period, and forgets expunge tombstones older
-// than the retention.
+// than the retention. On a shorter interval of its own it also merges the
+// SEARCH index's recent additions into the index (Repo.CleanSearchIndex),
+// which PostgreSQL would otherwise do inside whichever delivery crosses
+// the pending-list limit.
 //
 // The grace period exists because an IMAP session that has not yet seen
 // an expunge (RFC 9051 §7.5.1: a server may not send EXPUNGE until the
@@ -29,12 +32,17 @@ const (
 	DefaultGrace     = time.Hour
 	DefaultRetention = 30 * 24 * time.Hour
 	DefaultInterval  = time.Minute
+	// DefaultIndexInterval: at 500 deliveries a second, five seconds of
+	// pending SEARCH entries are a few MB, well under the 32 MB limit of
+	// migration 0070.
+	DefaultIndexInterval = 5 * time.Second
 )
 
 // Repo is what the collector needs of the repository.
 type Repo interface {
 	Collect(ctx context.Context, grace time.Duration, deleteFn func(ctx context.Context, tenantID int64, key string) error) (int, error)
 	PruneExpunged(ctx context.Context, before time.Time) (int64, error)
+	CleanSearchIndex(ctx context.Context) (int64, error)
 }
 
 // Options configure a Collector. Repo and Blobs are required.
@@ -49,9 +57,12 @@ type Options struct {
 	Retention time.Duration
 	// Interval between runs; zero means DefaultInterval.
 	Interval time.Duration
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
-	Now      func() time.Time
+	// IndexInterval between SEARCH index clean-ups; zero means
+	// DefaultIndexInterval.
+	IndexInterval time.Duration
+	Logger        *slog.Logger
+	Registry      prometheus.Registerer
+	Now           func() time.Time
 }
 
 // Collector runs the collection periodically; it is a lifecycle.Component.
@@ -60,6 +71,7 @@ type Collector struct {
 	deleted  prometheus.Counter
 	pruned   prometheus.Counter
 	failures prometheus.Counter
+	indexed  prometheus.Counter
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -80,6 +92,9 @@ func New(opts Options) (*Collector, error) {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
 	}
+	if opts.IndexInterval <= 0 {
+		opts.IndexInterval = DefaultIndexInterval
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -91,11 +106,12 @@ func New(opts Options) (*Collector, error) {
 		deleted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_store_gc_objects_deleted_total", Help: "Unreferenced message objects deleted from blob storage."}),
 		pruned:   prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_store_gc_tombstones_pruned_total", Help: "Expunge tombstones forgotten after the retention."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_store_gc_failures_total", Help: "Collector runs that met an error."}),
+		indexed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_store_search_index_pending_pages_merged_total", Help: "SEARCH index pending-list pages merged in the background."}),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	if opts.Registry != nil {
-		for _, m := range []prometheus.Collector{c.deleted, c.pruned, c.failures} {
+		for _, m := range []prometheus.Collector{c.deleted, c.pruned, c.failures, c.indexed} {
 			if err := opts.Registry.Register(m); err != nil {
 				return nil, err
 			}
@@ -141,6 +157,12 @@ func (c *Collector) RunOnce(ctx context.Context) (Result, error) {
 // S3 being down must not stop the service.
 func (c *Collector) Serve(ctx context.Context) error {
 	defer c.doneOnce.Do(func() { close(c.done) })
+	indexDone := make(chan struct{})
+	go func() {
+		defer close(indexDone)
+		c.serveIndex(ctx)
+	}()
+	defer func() { <-indexDone }()
 	t := time.NewTicker(c.opts.Interval)
 	defer t.Stop()
 	for {
@@ -159,6 +181,30 @@ func (c *Collector) Serve(ctx context.Context) error {
 		case <-c.stop:
 			return nil
 		case <-t.C:
+		}
+	}
+}
+
+// serveIndex cleans the SEARCH index every IndexInterval until Shutdown
+// or ctx ends.
+func (c *Collector) serveIndex(ctx context.Context) {
+	t := time.NewTicker(c.opts.IndexInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		runCtx, cancel := context.WithTimeout(ctx, max(c.opts.IndexInterval, time.Minute))
+		n, err := c.opts.Repo.CleanSearchIndex(runCtx)
+		cancel()
+		c.indexed.Add(float64(n))
+		if err != nil && ctx.Err() == nil {
+			c.failures.Inc()
+			c.opts.Logger.Warn("search index clean-up failed", "err", err)
 		}
 	}
 }

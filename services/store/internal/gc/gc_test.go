@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/petrel-mail/petrel/platform/blob"
 	"github.com/petrel-mail/petrel/platform/blob/fsblob"
 	"github.com/petrel-mail/petrel/platform/testenv"
@@ -45,7 +47,7 @@ func TestServeCollectsAndStops(t *testing.T) {
 	if _, err := r.CreateObject(ctx, tenant.ID, key, p); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(Options{Repo: r, Blobs: blobs, Grace: 0, Interval: 10 * time.Millisecond})
+	c, err := New(Options{Repo: r, Blobs: blobs, Grace: 0, Interval: 10 * time.Millisecond, IndexInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +63,17 @@ func TestServeCollectsAndStops(t *testing.T) {
 			t.Fatalf("orphan object not collected: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	// The object's words went to the SEARCH index's pending list; the
+	// index loop merges them.
+	for testutil.ToFloat64(c.indexed) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("search index never cleaned")
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	if n, err := r.CleanSearchIndex(ctx); err != nil || n != 0 {
+		t.Errorf("pending pages left after the loop's clean-up: %d %v", n, err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

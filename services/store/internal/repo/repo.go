@@ -389,6 +389,10 @@ type Mailboxes interface {
 	// PruneExpunged forgets expunge tombstones recorded before the given
 	// time and raises the mailboxes' ForgottenModSeq marks.
 	PruneExpunged(ctx context.Context, before time.Time) (int64, error)
+	// CleanSearchIndex brings the SEARCH index's recent additions into
+	// the index proper, off the delivery path; it returns a measure of
+	// the work done (0: nothing was pending).
+	CleanSearchIndex(ctx context.Context) (int64, error)
 }
 
 // Messages reads and changes message entries.

@@ -299,3 +299,29 @@ func BenchmarkSearch100k(b *testing.B) {
 		})
 	}
 }
+
+// TestCleanSearchIndex: new words wait in the index's pending list until
+// CleanSearchIndex merges them; SEARCH finds the message before and after.
+func TestCleanSearchIndex(t *testing.T) {
+	r, s, mbox := searchFixture(t)
+	ctx := context.Background()
+	uid := appendSource(t, r, s, mbox, "pending", "Subject: p\r\n\r\nplover sandpiper turnstone\r\n")
+	body := &repo.Criteria{Op: repo.SearchBody, Value: "sandpiper"}
+	if got, _, err := r.Search(ctx, s, mbox, body); err != nil || !slices.Equal(got, []uint32{uid}) {
+		t.Fatalf("before the clean-up: %v %v", got, err)
+	}
+	n, err := r.CleanSearchIndex(ctx)
+	if err != nil || n == 0 {
+		t.Fatalf("first clean-up merged %d pages (%v), want some", n, err)
+	}
+	if n, err := r.CleanSearchIndex(ctx); err != nil || n != 0 {
+		t.Fatalf("second clean-up merged %d pages (%v), want none", n, err)
+	}
+	if got, _, err := r.Search(ctx, s, mbox, body); err != nil || !slices.Equal(got, []uint32{uid}) {
+		t.Fatalf("after the clean-up: %v %v", got, err)
+	}
+	var limit string
+	if err := r.pool.QueryRow(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'object_meta_search_words'`).Scan(&limit); err != nil || limit != "gin_pending_list_limit=32768" {
+		t.Errorf("index options %q (%v)", limit, err)
+	}
+}

@@ -6,6 +6,8 @@ package pgrepo
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"regexp"
 	"time"
 
@@ -89,4 +91,15 @@ func dateField(h []byte) []byte {
 		i += nl + 1
 	}
 	return nil
+}
+
+// CleanSearchIndex merges the SEARCH index's pending list into the index
+// (migration 0070) and returns how many pending-list pages it emptied.
+// Concurrent calls, from other store replicas too, wait for each other.
+func (r *Repo) CleanSearchIndex(ctx context.Context) (int64, error) {
+	var n int64
+	if err := r.pool.QueryRow(ctx, `SELECT gin_clean_pending_list('object_meta_search_words'::regclass)`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgrepo: clean search index: %w", err)
+	}
+	return n, nil
 }

@@ -1,0 +1,11 @@
+-- The SEARCH prefilter index (object_meta_search_words, GIN) takes new
+-- entries into its pending list (fastupdate) and merges the list into the
+-- index when it outgrows gin_pending_list_limit (4 MB by default) — inside
+-- the INSERT that crosses the limit. At a few hundred deliveries a second
+-- that is a delivery transaction stalled for hundreds of milliseconds every
+-- few seconds, holding back every message of its batch (PostgreSQL's GIN
+-- documentation, "GIN Fast Update Technique"). The store's collector now
+-- merges the list in the background every few seconds
+-- (pgrepo.CleanSearchIndex, gin_clean_pending_list); the limit only bounds
+-- the list, and so the cost of a SEARCH, when the collector falls behind.
+ALTER INDEX object_meta_search_words SET (gin_pending_list_limit = 32768);
