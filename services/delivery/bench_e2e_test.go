@@ -35,6 +35,7 @@ var (
 	e2eRate     = flag.Float64("e2e.rate", 200, "BenchmarkEndToEndLatency: offered load in messages/s")
 	e2eSessions = flag.Int("e2e.sessions", 32, "BenchmarkEndToEndLatency: concurrent SMTP sessions")
 	e2eSize     = flag.Int("e2e.size", 10<<10, "BenchmarkEndToEndLatency: message size in bytes")
+	e2eWarmup   = flag.Duration("e2e.warmup", 2*time.Second, "BenchmarkEndToEndLatency: the messages offered in this first part of the run are checked but left out of the figures")
 )
 
 // BenchmarkEndToEndLatency measures the end-to-end latency issue 5 names:
@@ -56,8 +57,14 @@ var (
 // its Message-ID (which names the message's index) ties the UID back to
 // its 250. Nothing polls.
 //
-// Run with -benchtime=3000x (15 s at 200/s). ns/op is the pacing and
-// means nothing; the figures are the reported metrics.
+// The figures are of the steady state: the messages offered during the
+// first -e2e.warmup of the run (new processes opening their connections
+// to PostgreSQL, NATS and S3, growing their pools) are delivered and
+// checked like the others but left out of the percentiles.
+//
+// Run with -benchtime=3400x (17 s at 200/s: 2 s of warm-up, then 3,000
+// measured). ns/op is the pacing and means nothing; the figures are the
+// reported metrics.
 func BenchmarkEndToEndLatency(b *testing.B) {
 	n := b.N
 	rate, sessions := *e2eRate, *e2eSessions
@@ -162,6 +169,8 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	// Tie UIDs to messages through their Message-ID.
 	uidToMsg := fetchMessageIndexes(b, e, auth.GetSessionToken())
 	var e2e, smtpLat []time.Duration
+	var delivered, acceptedN int
+	warm := func(i int) bool { return offered[i].Sub(start) >= *e2eWarmup }
 	early := 0
 	seen := vis.snapshot()
 	copies := make(map[int]uint32, len(seen))
@@ -184,18 +193,29 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 			early++
 			d = 0
 		}
-		e2e = append(e2e, d)
+		delivered++
+		if warm(i) {
+			e2e = append(e2e, d)
+		}
 	}
 	for i := range n {
 		if !accepted[i].IsZero() {
-			smtpLat = append(smtpLat, accepted[i].Sub(offered[i]))
+			acceptedN++
+			if warm(i) {
+				smtpLat = append(smtpLat, accepted[i].Sub(offered[i]))
+			}
 		}
 	}
-	if len(e2e) != len(smtpLat) {
-		b.Fatalf("%d messages visible, %d accepted", len(e2e), len(smtpLat))
+	if delivered != acceptedN {
+		b.Fatalf("%d messages visible, %d accepted", delivered, acceptedN)
 	}
-	if got := e.inbox(addr); got != len(e2e) {
-		b.Fatalf("INBOX holds %d messages, %d were accepted", got, len(e2e))
+	if got := e.inbox(addr); got != delivered {
+		b.Fatalf("INBOX holds %d messages, %d were accepted", got, delivered)
+	}
+	if len(e2e) == 0 {
+		// A run shorter than the warm-up (the benchmark's first, b.N=1).
+		b.Logf("no message offered after the %s warm-up", *e2eWarmup)
+		return
 	}
 
 	slices.Sort(e2e)
@@ -205,12 +225,13 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	b.ReportMetric(ms(pct(e2e, 0.90)), "p90-ms")
 	b.ReportMetric(ms(pct(e2e, 0.99)), "p99-ms")
 	b.ReportMetric(ms(e2e[len(e2e)-1]), "max-ms")
-	b.ReportMetric(float64(len(smtpLat))/lastAccepted.Sub(start).Seconds(), "accepted-msgs/s")
+	b.ReportMetric(float64(acceptedN)/lastAccepted.Sub(start).Seconds(), "accepted-msgs/s")
+	b.ReportMetric(float64(len(e2e)), "measured")
 	b.ReportMetric(ms(pct(smtpLat, 0.50)), "smtp-p50-ms")
 	b.ReportMetric(ms(pct(smtpLat, 0.99)), "smtp-p99-ms")
 	b.ReportMetric(float64(refused.Load()), "refused")
-	b.Logf("offered %d × %d B at %.0f/s over %d sessions in %s; accepted %d, refused %d (last reply %v); %d events before their 250; 1-minute load average during the run %s",
-		n, *e2eSize, rate, sessions, lastAccepted.Sub(start).Round(time.Millisecond), len(smtpLat), refused.Load(), refusedReply.Load(), early, load)
+	b.Logf("offered %d × %d B at %.0f/s over %d sessions in %s; accepted %d, refused %d (last reply %v); %d measured after a %s warm-up; %d events before their 250; 1-minute load average during the run %s",
+		n, *e2eSize, rate, sessions, lastAccepted.Sub(start).Round(time.Millisecond), acceptedN, refused.Load(), refusedReply.Load(), len(e2e), *e2eWarmup, early, load)
 }
 
 // pct is the q-quantile of sorted ds (nearest rank).
