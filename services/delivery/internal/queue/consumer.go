@@ -505,6 +505,15 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 		}
 		log.Info("entry deferred", "attempts", item.GetAttempts(), "next_attempt", next, "recipients", len(deferred))
 	}
+	if len(deferred) == 0 && !c.finishes(item) {
+		// Nothing follows the ack: an ack lost on the way only means a
+		// redelivery, which finds every recipient done (idempotent
+		// local delivery), so the server's confirmation is not awaited.
+		if err := msg.Ack(); err != nil {
+			log.Warn("ack", "error", err)
+		}
+		return
+	}
 	if err := msg.DoubleAck(ctx); err != nil {
 		// Redelivered later; the attempt is repeated (idempotently for
 		// local recipients), and the object must stay for it.
@@ -514,6 +523,14 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 	if len(deferred) == 0 {
 		c.finished(ctx, item, log)
 	}
+}
+
+// finishes reports whether finished has anything to do for item: a hold
+// to release or an object to delete, which must wait until the server
+// has confirmed the ack.
+func (c *Consumer) finishes(item *deliveryv1.QueueItem) bool {
+	key := item.GetEntry().GetBlobKey()
+	return item.GetStoreHold() && c.o.Holds != nil || !item.GetStoreMayReference() && c.o.Blobs != nil && key != ""
 }
 
 func (c *Consumer) bounce(ctx context.Context, item *deliveryv1.QueueItem, failed []int, log *slog.Logger) error {
