@@ -14,6 +14,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/petrel-mail/petrel/platform/lifecycle"
 	"github.com/petrel-mail/petrel/platform/lifecycle/lifecycletest"
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/testenv"
@@ -104,6 +106,11 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	}
 
 	smtpAddr := startSMTP(b, e)
+	// The consumer runs in this process: give it the binaries' GC target
+	// (lifecycle.Main), unless GOGC says otherwise.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		defer debug.SetGCPercent(debug.SetGCPercent(lifecycle.DefaultGCPercent))
+	}
 	e.runConsumer(consumerOpts{concurrency: 32, quiet: true})
 
 	bodies := make([][]byte, n)
