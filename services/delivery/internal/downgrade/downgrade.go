@@ -329,19 +329,30 @@ func (c *converter) multipart(bounds []string, boundary string, depth int, child
 	}
 }
 
+// bodyLine reads the next line of a body that ends at a delimiter of
+// bounds or at the end of input. At the end ok is false and t is the
+// delimiter, or nil at the end of input.
+func (c *converter) bodyLine(bounds []string) (l line, t *term, ok bool, err error) {
+	l, err = c.next()
+	if errors.Is(err, io.EOF) {
+		return line{}, nil, false, nil
+	}
+	if err != nil {
+		return line{}, nil, false, err
+	}
+	if t := delimiter(l, bounds); t != nil {
+		return line{}, t, false, nil
+	}
+	return l, nil, true, nil
+}
+
 // copyBody copies lines until a delimiter of bounds or the end of input;
 // sanitize replaces 8-bit bytes by '?'.
 func (c *converter) copyBody(bounds []string, sanitize bool) (*term, error) {
 	for {
-		l, err := c.next()
-		if errors.Is(err, io.EOF) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if t := delimiter(l, bounds); t != nil {
-			return t, nil
+		l, t, ok, err := c.bodyLine(bounds)
+		if !ok {
+			return t, err
 		}
 		if sanitize {
 			for i, b := range l.data {
@@ -359,21 +370,16 @@ func (c *converter) copyBody(bounds []string, sanitize bool) (*term, error) {
 // unchanged; any other is re-encoded.
 func (c *converter) leaf(h *header, top, text bool, bounds []string) (*term, error) {
 	var buf bytes.Buffer
-	clean := true
+	clean, ended := true, false
 	var t *term
-	var err error
 	lineLen := 0
 	for buf.Len() <= lookahead {
-		var l line
-		l, err = c.next()
-		if errors.Is(err, io.EOF) {
-			err = nil
-			break
-		}
+		l, tt, ok, err := c.bodyLine(bounds)
 		if err != nil {
 			return nil, err
 		}
-		if t = delimiter(l, bounds); t != nil {
+		if !ok {
+			t, ended = tt, true
 			break
 		}
 		if l.start {
@@ -391,8 +397,7 @@ func (c *converter) leaf(h *header, top, text bool, bounds []string) (*term, err
 			break
 		}
 	}
-	more := t == nil && buf.Len() > 0 && (buf.Len() > lookahead || !clean)
-	if clean && !more {
+	if clean && ended {
 		c.writeHeader(h)
 		c.w.Write(buf.Bytes())
 		return t, nil
@@ -432,15 +437,13 @@ func (c *converter) leaf(h *header, top, text bool, bounds []string) (*term, err
 		enc.Write(p)
 	}
 	feed(buf.Bytes())
-	for t == nil && more {
-		l, err := c.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	for !ended {
+		l, tt, ok, err := c.bodyLine(bounds)
 		if err != nil {
 			return nil, err
 		}
-		if t = delimiter(l, bounds); t != nil {
+		if !ok {
+			t, ended = tt, true
 			break
 		}
 		if l.eol {
