@@ -284,7 +284,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o Options) error
 // ensureStream updates the stream or creates it when missing. Between the
 // update's "not found" and the create, another replica may have created it
 // (with the same or an older declaration): the create then fails with "name
-// in use" and we update again.
+// in use" — or, from servers that check subjects before names (2.9), with
+// "subjects overlap" — and we update again. A stream of another name that
+// really overlaps fails the same way every time, and so fails after the
+// retries.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
 	for attempt := 0; ; attempt++ {
 		_, err := js.UpdateStream(ctx, cfg)
@@ -298,11 +301,18 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || attempt >= 3 {
+		var apiErr *jetstream.APIError
+		raced := errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) ||
+			errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStreamSubjectsOverlap
+		if !raced || attempt >= 3 {
 			return fmt.Errorf("create: %w", err)
 		}
 	}
 }
+
+// errCodeStreamSubjectsOverlap is JetStream's "subjects overlap with an
+// existing stream" (nats.go names no constant for it).
+const errCodeStreamSubjectsOverlap jetstream.ErrorCode = 10065
 
 // OpenDeliveryConsumer returns a handle on the delivery consumer, which
 // EnsureStreams must have declared.
