@@ -60,7 +60,7 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 		}
 		return rc, nil
 	}
-	raw := open
+	raw, size := open, entry.GetSize()
 	var signer *dkimsign.Signer
 	if r.Keys != nil {
 		if dom := domainOf(entry.GetMailFrom()); dom != "" {
@@ -70,17 +70,33 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 			}
 			if signer != nil {
 				// Sign once: every domain gets the same bytes.
-				if open, err = signer.Opener(raw); err != nil {
+				if open, size, err = signer.Opener(raw); err != nil {
 					return nil, fmt.Errorf("DKIM signing: %w", err)
 				}
 			}
 		}
 	}
-	var sevenBit func() (func() (io.ReadCloser, error), error)
+	var sevenBit func() (smtpout.SevenBit, error)
 	if entry.GetBody() == queuev1.Body_BODY_8BITMIME {
-		sevenBit = sync.OnceValues(func() (func() (io.ReadCloser, error), error) {
+		sevenBit = sync.OnceValues(func() (smtpout.SevenBit, error) {
 			return sevenBitOpener(raw, signer)
 		})
+	}
+	// The message as every domain gets it; sendDomain adds recipients.
+	form := smtpout.Message{
+		From:     entry.GetMailFrom(),
+		UTF8:     entry.GetSmtputf8(),
+		EightBit: entry.GetBody() == queuev1.Body_BODY_8BITMIME,
+		Size:     size,
+		EnvID:    entry.GetDsnEnvid(),
+		Open:     open,
+		SevenBit: sevenBit,
+	}
+	switch entry.GetDsnRet() {
+	case queuev1.DSNReturn_DSN_RETURN_FULL:
+		form.Ret = "FULL"
+	case queuev1.DSNReturn_DSN_RETURN_HDRS:
+		form.Ret = "HDRS"
 	}
 
 	// Recipients by domain, in RCPT order within a domain.
@@ -109,7 +125,7 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			res := r.sendDomain(ctx, entry, d, idx, open, sevenBit)
+			res := r.sendDomain(ctx, entry, d, idx, form)
 			mu.Lock()
 			out = append(out, res...)
 			mu.Unlock()
@@ -119,8 +135,7 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 	return out, nil
 }
 
-func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, domain string, idx []int,
-	open func() (io.ReadCloser, error), sevenBit func() (func() (io.ReadCloser, error), error)) []queue.Result {
+func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, domain string, idx []int, form smtpout.Message) []queue.Result {
 	out := make([]queue.Result, 0, len(idx))
 	if domain == "" {
 		for _, i := range idx {
@@ -146,21 +161,7 @@ func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, doma
 		}
 		return out
 	}
-	msg := &smtpout.Message{
-		From:     entry.GetMailFrom(),
-		UTF8:     entry.GetSmtputf8(),
-		EightBit: entry.GetBody() == queuev1.Body_BODY_8BITMIME,
-		Size:     entry.GetSize(),
-		EnvID:    entry.GetDsnEnvid(),
-		Open:     open,
-		SevenBit: sevenBit,
-	}
-	switch entry.GetDsnRet() {
-	case queuev1.DSNReturn_DSN_RETURN_FULL:
-		msg.Ret = "FULL"
-	case queuev1.DSNReturn_DSN_RETURN_HDRS:
-		msg.Ret = "HDRS"
-	}
+	msg := &form
 	for _, i := range idx {
 		rc := entry.GetRecipients()[i]
 		sr := smtpout.Recipient{Address: rc.GetAddress(), ORCPTType: rc.GetOrcptType(), ORCPT: rc.GetOrcpt()}
@@ -184,12 +185,13 @@ func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, doma
 	return out
 }
 
-// sevenBitOpener returns an opener for the message of raw converted to
-// 7-bit MIME (package downgrade) and, with a signer, signed after the
-// conversion, so that the signature covers the bytes sent. The message is
-// converted once here, to sign it or to find before any transaction that
-// it cannot be converted (downgrade.ErrMalformed, a permanent failure).
-func sevenBitOpener(raw func() (io.ReadCloser, error), signer *dkimsign.Signer) (func() (io.ReadCloser, error), error) {
+// sevenBitOpener returns the message of raw converted to 7-bit MIME
+// (package downgrade) and, with a signer, signed after the conversion, so
+// that the signature covers the bytes sent. The message is converted once
+// here, to sign it or to measure it (SIZE, RFC 1870) and find before any
+// transaction that it cannot be converted (downgrade.ErrMalformed, a
+// permanent failure).
+func sevenBitOpener(raw func() (io.ReadCloser, error), signer *dkimsign.Signer) (smtpout.SevenBit, error) {
 	conv := func() (io.ReadCloser, error) {
 		rc, err := raw()
 		if err != nil {
@@ -198,21 +200,22 @@ func sevenBitOpener(raw func() (io.ReadCloser, error), signer *dkimsign.Signer) 
 		return downgrade.Reader(rc), nil
 	}
 	if signer != nil {
-		open, err := signer.Opener(conv)
+		open, size, err := signer.Opener(conv)
 		if err != nil {
-			return nil, fmt.Errorf("DKIM signing the 7-bit message: %w", err)
+			return smtpout.SevenBit{}, fmt.Errorf("DKIM signing the 7-bit message: %w", err)
 		}
-		return open, nil
+		return smtpout.SevenBit{Open: open, Size: size}, nil
 	}
 	rc, err := conv()
 	if err != nil {
-		return nil, err
+		return smtpout.SevenBit{}, err
 	}
 	defer rc.Close()
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return nil, err
+	size, err := io.Copy(io.Discard, rc)
+	if err != nil {
+		return smtpout.SevenBit{}, err
 	}
-	return conv, nil
+	return smtpout.SevenBit{Open: conv, Size: size}, nil
 }
 
 // resultOf maps a transport result to the queue's: the remote reply when

@@ -96,10 +96,18 @@ func NewSigner(key Key) (*Signer, error) {
 // "DKIM-Signature: ...\r\n", valid for the CRLF-normalized message with
 // the field prepended.
 func (s *Signer) Sign(r io.Reader) (string, error) {
-	br := bufio.NewReaderSize(crlf.NewReader(r), 32*1024)
+	sig, _, err := s.sign(r)
+	return sig, err
+}
+
+// sign is Sign that also returns the length of the CRLF-normalized
+// message it read.
+func (s *Signer) sign(r io.Reader) (string, int64, error) {
+	cr := &countingReader{r: crlf.NewReader(r)}
+	br := bufio.NewReaderSize(cr, 32*1024)
 	header, err := readHeader(br)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	ds, err := dkim.NewSigner(&dkim.SignOptions{
 		Domain:                 s.key.Domain,
@@ -110,35 +118,35 @@ func (s *Signer) Sign(r io.Reader) (string, error) {
 		HeaderKeys:             headerKeys(header),
 	})
 	if err != nil {
-		return "", fmt.Errorf("dkimsign: %w", err)
+		return "", 0, fmt.Errorf("dkimsign: %w", err)
 	}
 	if _, err := ds.Write(header); err != nil {
 		ds.Close()
-		return "", fmt.Errorf("dkimsign: hashing header: %w", err)
+		return "", 0, fmt.Errorf("dkimsign: hashing header: %w", err)
 	}
 	if _, err := io.Copy(ds, br); err != nil {
 		ds.Close()
-		return "", fmt.Errorf("dkimsign: hashing body: %w", err)
+		return "", 0, fmt.Errorf("dkimsign: hashing body: %w", err)
 	}
 	if err := ds.Close(); err != nil {
-		return "", fmt.Errorf("dkimsign: signing: %w", err)
+		return "", 0, fmt.Errorf("dkimsign: signing: %w", err)
 	}
-	return ds.Signature(), nil
+	return ds.Signature(), cr.n, nil
 }
 
 // Opener signs the message that open returns (reading it once) and
 // returns an opener for the signed message: the DKIM-Signature field
-// followed by the message, CRLF-normalized, read again from open.
-// Pass the result as smtpout.Message.Open.
-func (s *Signer) Opener(open func() (io.ReadCloser, error)) (func() (io.ReadCloser, error), error) {
+// followed by the message, CRLF-normalized, read again from open; and the
+// signed message's size. Pass them as smtpout.Message.Open and Size.
+func (s *Signer) Opener(open func() (io.ReadCloser, error)) (func() (io.ReadCloser, error), int64, error) {
 	rc, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("dkimsign: opening message: %w", err)
+		return nil, 0, fmt.Errorf("dkimsign: opening message: %w", err)
 	}
-	sig, err := s.Sign(rc)
+	sig, n, err := s.sign(rc)
 	rc.Close()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	return func() (io.ReadCloser, error) {
 		rc, err := open()
@@ -146,7 +154,18 @@ func (s *Signer) Opener(open func() (io.ReadCloser, error)) (func() (io.ReadClos
 			return nil, err
 		}
 		return readCloser{Reader: io.MultiReader(strings.NewReader(sig), crlf.NewReader(rc)), Closer: rc}, nil
-	}, nil
+	}, int64(len(sig)) + n, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 type readCloser struct {

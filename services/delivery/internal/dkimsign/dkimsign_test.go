@@ -79,7 +79,7 @@ func (s *setup) verify(t *testing.T, signed []byte) []*dkim.Verification {
 
 func signedBytes(t *testing.T, signer *dkimsign.Signer, msg string) []byte {
 	t.Helper()
-	op, err := signer.Opener(open(msg))
+	op, size, err := signer.Opener(open(msg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +91,9 @@ func signedBytes(t *testing.T, signer *dkimsign.Signer, msg string) []byte {
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if size != int64(len(b)) {
+		t.Errorf("Opener says %d octets, the signed message has %d", size, len(b))
 	}
 	return b
 }
@@ -217,7 +220,7 @@ func TestSignatureVerifiesAsReceived(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	op, err := signer.Opener(open(message))
+	op, _, err := signer.Opener(open(message))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -389,14 +389,18 @@ func TestEightBitConvertedForPeerWithout8BITMIME(t *testing.T) {
 
 	const eight = "Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xe9\r\n"
 	conversions := 0
-	m := func(rcpt string, sevenBit func() (func() (io.ReadCloser, error), error)) *Message {
+	m := func(rcpt string, sevenBit func() (SevenBit, error)) *Message {
 		m := msg(rcpt)
-		m.EightBit, m.Open, m.SevenBit = true, opener(eight), sevenBit
+		m.EightBit, m.Open, m.Size, m.SevenBit = true, opener(eight), int64(len(eight)), sevenBit
 		return m
 	}
-	convert := func() (func() (io.ReadCloser, error), error) {
+	convert := func() (SevenBit, error) {
 		conversions++
-		return func() (io.ReadCloser, error) { return downgrade.Reader(io.NopCloser(strings.NewReader(eight))), nil }, nil
+		var b bytes.Buffer
+		if err := downgrade.Convert(&b, strings.NewReader(eight)); err != nil {
+			return SevenBit{}, err
+		}
+		return SevenBit{Open: opener(b.String()), Size: int64(b.Len())}, nil
 	}
 
 	res := tr.Deliver(context.Background(), e.route("old.example"), m("a@old.example", convert))
@@ -406,6 +410,9 @@ func TestEightBitConvertedForPeerWithout8BITMIME(t *testing.T) {
 	got := old.messages()
 	if len(got) != 1 || got[0].Opts.Body != "" || !strings.Contains(string(got[0].Data), "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n") {
 		t.Fatalf("peer without 8BITMIME got %+v", got)
+	}
+	if got[0].Opts.Size != int64(len(got[0].Data)) || got[0].Opts.Size == int64(len(eight)) {
+		t.Errorf("SIZE=%d for %d octets sent (the 8-bit original has %d)", got[0].Opts.Size, len(got[0].Data), len(eight))
 	}
 	for _, b := range got[0].Data {
 		if b >= 0x80 {
@@ -427,13 +434,13 @@ func TestEightBitConvertedForPeerWithout8BITMIME(t *testing.T) {
 	// A message that cannot be converted fails; a conversion that could
 	// succeed later is deferred.
 	for _, c := range []struct {
-		sevenBit func() (func() (io.ReadCloser, error), error)
+		sevenBit func() (SevenBit, error)
 		status   Status
 		enhanced string
 	}{
 		{nil, Permanent, "5.6.3"},
-		{func() (func() (io.ReadCloser, error), error) { return nil, fmt.Errorf("x: %w", downgrade.ErrMalformed) }, Permanent, "5.6.3"},
-		{func() (func() (io.ReadCloser, error), error) { return nil, errors.New("object store down") }, Temporary, "4.3.0"},
+		{func() (SevenBit, error) { return SevenBit{}, fmt.Errorf("x: %w", downgrade.ErrMalformed) }, Permanent, "5.6.3"},
+		{func() (SevenBit, error) { return SevenBit{}, errors.New("object store down") }, Temporary, "4.3.0"},
 	} {
 		res := tr.Deliver(context.Background(), e.route("old.example"), m("b@old.example", c.sevenBit))
 		if res[0].Status != c.status || res[0].Enhanced != c.enhanced {

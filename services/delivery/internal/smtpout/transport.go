@@ -352,13 +352,15 @@ func (t *Transport) transaction(s *session, msg *Message, results []RecipientRes
 			useUTF8 = useUTF8 || !isASCII(msg.Recipients[i].Address)
 		}
 	}
-	open := msg.Open
+	open, size := msg.Open, msg.Size
 	if msg.EightBit && !has8bit && !useUTF8 {
 		var err error
 		if msg.SevenBit == nil {
 			err = fmt.Errorf("%w: no 7-bit form of this message", downgrade.ErrMalformed)
 		} else {
-			open, err = msg.SevenBit()
+			var conv SevenBit
+			conv, err = msg.SevenBit()
+			open, size = conv.Open, conv.Size
 		}
 		if errors.Is(err, downgrade.ErrMalformed) {
 			for _, i := range pending {
@@ -373,14 +375,14 @@ func (t *Transport) transaction(s *session, msg *Message, results []RecipientRes
 			return txOutcome{reusable: true, failure: &hostFailure{enhanced: "4.3.0", detail: "converting the queued message to 7-bit failed"}, stop: true}
 		}
 	}
-	if limit, ok := c.MaxMessageSize(); ok && limit > 0 && msg.Size > int64(limit) {
+	if limit, ok := c.MaxMessageSize(); ok && limit > 0 && size > int64(limit) {
 		for _, i := range pending {
-			decide(i, Permanent, "5.3.4", nil, fmt.Sprintf("message size %d exceeds the remote server's limit of %d (RFC 1870)", msg.Size, limit))
+			decide(i, Permanent, "5.3.4", nil, fmt.Sprintf("message size %d exceeds the remote server's limit of %d (RFC 1870)", size, limit))
 		}
 		return txOutcome{reusable: true}
 	}
 
-	mailOpts := &smtp.MailOptions{Size: msg.Size, UTF8: useUTF8, EnvelopeID: msg.EnvID}
+	mailOpts := &smtp.MailOptions{Size: size, UTF8: useUTF8, EnvelopeID: msg.EnvID}
 	switch strings.ToUpper(msg.Ret) {
 	case "FULL":
 		mailOpts.Return = smtp.DSNReturnFull

@@ -63,12 +63,18 @@ type Message struct {
 	// called once per attempt that reaches DATA, so a failed attempt can
 	// be repeated on the next host.
 	Open func() (io.ReadCloser, error)
-	// SevenBit, for an EightBit message, returns an opener for the
-	// message converted to 7-bit MIME, used for a peer that does not
-	// announce 8BITMIME; it is called only then. An error wrapping
+	// SevenBit, for an EightBit message, returns the message converted
+	// to 7-bit MIME (an opener and its size), used for a peer that does
+	// not announce 8BITMIME; it is called only then. An error wrapping
 	// downgrade.ErrMalformed fails the recipients (5.6.3), any other
 	// defers them. Nil: such a peer gets no 8-bit message (5.6.3).
-	SevenBit func() (func() (io.ReadCloser, error), error)
+	SevenBit func() (SevenBit, error)
+}
+
+// SevenBit is a message converted to 7-bit MIME.
+type SevenBit struct {
+	Open func() (io.ReadCloser, error)
+	Size int64
 }
 
 // Recipient is one RCPT TO with its DSN parameters.
