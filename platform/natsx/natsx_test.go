@@ -239,18 +239,23 @@ func TestPublishDedupSurvivesRestart(t *testing.T) {
 	ackAndExpectEmpty(t, ctx, js, o, m)
 }
 
+// TestEnsureStreamsIdempotent: on an embedded server, one replica at a
+// time. Concurrent replicas are TestSharedServer's, against the external
+// server: run in this process under -race, nats-server v2.15.2 itself has
+// a data race between a stream update and a consumer create
+// (fileStore.UpdateConfig against fileStore.ConsumerStore) that the race
+// detector reports as this test's failure.
 func TestEnsureStreamsIdempotent(t *testing.T) {
 	ctx := testCtx(t)
 	srv := startEmbedded(t, t.TempDir(), 0)
-	checkEnsureStreamsIdempotent(t, ctx, srv.ClientURL(), natsx.Options{})
+	checkEnsureStreamsIdempotent(t, ctx, srv.ClientURL(), natsx.Options{}, 1)
 }
 
-// checkEnsureStreamsIdempotent starts several "replicas" at once on a server
-// where the streams do not exist yet, then again one after the other, then
-// with a changed declaration, and checks the result each time.
-func checkEnsureStreamsIdempotent(t *testing.T, ctx context.Context, url string, o natsx.Options) jetstream.JetStream {
+// checkEnsureStreamsIdempotent starts replicas "replicas" at once on a
+// server where the streams do not exist yet, then again one after the
+// other, then with a changed declaration, and checks the result each time.
+func checkEnsureStreamsIdempotent(t *testing.T, ctx context.Context, url string, o natsx.Options, replicas int) jetstream.JetStream {
 	t.Helper()
-	const replicas = 4
 	jss := make([]jetstream.JetStream, replicas)
 	for i := range jss {
 		_, jss[i] = connect(t, fastConfig(&logBuffer{}, url))
@@ -396,7 +401,7 @@ func TestSharedServer(t *testing.T) {
 	if !strings.HasPrefix(o.QueueStream(), testenv.Prefix()+"_") || !strings.HasPrefix(o.QueueInboundSubject(), testenv.Prefix()+".") {
 		t.Fatalf("names not prefixed: %s %s", o.QueueStream(), o.QueueInboundSubject())
 	}
-	checkEnsureStreamsIdempotent(t, ctx, testenv.NATSURL(t), o)
+	checkEnsureStreamsIdempotent(t, ctx, testenv.NATSURL(t), o, 4)
 
 	id := testenv.Prefix() + "-Q1"
 	for i, wantDup := range []bool{false, true} {
