@@ -367,42 +367,50 @@ func (c *converter) copyBody(bounds []string, sanitize bool) (*term, error) {
 
 // leaf converts a part with an identity encoding. The first 64 KiB are
 // read ahead: a body that ends within them and is clean 7-bit passes
-// unchanged; any other is re-encoded.
+// unchanged; any other is re-encoded from the first byte.
 func (c *converter) leaf(h *header, top, text bool, bounds []string) (*term, error) {
-	var buf bytes.Buffer
-	clean, ended := true, false
-	var t *term
+	var buf bytes.Buffer // the look-ahead, while undecided
+	var enc *encoder     // once re-encoding
 	lineLen := 0
-	for buf.Len() <= lookahead {
-		l, tt, ok, err := c.bodyLine(bounds)
+	for {
+		l, t, ok, err := c.bodyLine(bounds)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
-			t, ended = tt, true
-			break
+			if enc == nil {
+				c.writeHeader(h)
+				c.w.Write(buf.Bytes())
+				return t, nil
+			}
+			return t, enc.close()
+		}
+		raw := l.data
+		if l.eol {
+			// data is a slice of the reader's buffer, where its CRLF
+			// follows it.
+			raw = l.data[:len(l.data)+2]
+		}
+		if enc != nil {
+			enc.feed(raw)
+			continue
 		}
 		if l.start {
 			lineLen = 0
 		}
 		lineLen += len(l.data)
-		if clean && (lineLen > maxLine || !sevenBit(l.data)) {
-			clean = false
-		}
-		buf.Write(l.data)
-		if l.eol {
-			buf.WriteString("\r\n")
-		}
-		if !clean {
-			break
+		buf.Write(raw)
+		if lineLen > maxLine || !sevenBit(l.data) || buf.Len() > lookahead {
+			enc = c.startEncoding(h, top, text)
+			enc.feed(buf.Bytes())
 		}
 	}
-	if clean && ended {
-		c.writeHeader(h)
-		c.w.Write(buf.Bytes())
-		return t, nil
-	}
+}
 
+// startEncoding writes h relabelled for the encoding the part gets
+// (quoted-printable for text, base64 otherwise; a top-level message
+// without MIME-Version becomes MIME) and returns the encoder for its body.
+func (c *converter) startEncoding(h *header, top, text bool) *encoder {
 	if top {
 		if _, ok := h.get("mime-version"); !ok {
 			h.add("mime-version", "MIME-Version: 1.0\r\n")
@@ -411,54 +419,49 @@ func (c *converter) leaf(h *header, top, text bool, bounds []string) (*term, err
 			}
 		}
 	}
-	var enc io.WriteCloser
+	e := &encoder{w: c.w}
 	if text {
 		h.setEncoding("quoted-printable")
-		enc = quotedprintable.NewWriter(c.w)
+		e.enc = quotedprintable.NewWriter(c.w)
 	} else {
 		h.setEncoding("base64")
-		enc = base64.NewEncoder(base64.StdEncoding, &wrap{w: c.w})
+		e.enc = base64.NewEncoder(base64.StdEncoding, &wrap{w: c.w})
 	}
 	c.writeHeader(h)
-	// The CRLF before a delimiter belongs to the delimiter (RFC 2046
-	// §5.1.1): it is held back from the encoder until more data follows.
-	held := false
-	feed := func(p []byte) {
-		if len(p) == 0 {
-			return
-		}
-		if held {
-			enc.Write([]byte("\r\n"))
-			held = false
-		}
-		if bytes.HasSuffix(p, []byte("\r\n")) {
-			p, held = p[:len(p)-2], true
-		}
-		enc.Write(p)
+	return e
+}
+
+// encoder encodes a part's body. The CRLF before a delimiter belongs to
+// the delimiter (RFC 2046 §5.1.1): a body's last CRLF is held back from
+// the encoder until more data follows, and written after it.
+type encoder struct {
+	w    *bufio.Writer
+	enc  io.WriteCloser
+	held bool
+}
+
+// feed encodes p, raw body bytes whose CRLFs end lines.
+func (e *encoder) feed(p []byte) {
+	if len(p) == 0 {
+		return
 	}
-	feed(buf.Bytes())
-	for !ended {
-		l, tt, ok, err := c.bodyLine(bounds)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			t, ended = tt, true
-			break
-		}
-		if l.eol {
-			// data is a slice of the reader's buffer, where its CRLF
-			// follows it.
-			feed(l.data[:len(l.data)+2])
-		} else {
-			feed(l.data)
-		}
+	if e.held {
+		e.enc.Write([]byte("\r\n"))
+		e.held = false
 	}
-	if err := enc.Close(); err != nil {
-		return nil, err
+	if bytes.HasSuffix(p, []byte("\r\n")) {
+		p, e.held = p[:len(p)-2], true
 	}
-	c.w.WriteString("\r\n")
-	return t, nil
+	e.enc.Write(p)
+}
+
+// close ends the encoding and the part's last line.
+func (e *encoder) close() error {
+	if err := e.enc.Close(); err != nil {
+		return err
+	}
+	e.w.WriteString("\r\n")
+	return nil
 }
 
 func sevenBit(p []byte) bool {

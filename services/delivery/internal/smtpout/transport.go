@@ -154,20 +154,7 @@ func (t *Transport) Deliver(ctx context.Context, rt route.Route, msg *Message) [
 	if rt.Smarthost != nil {
 		destKey = "smarthost " + rt.Smarthost.Host
 	}
-	release, err := t.limit.acquire(ctx, destKey)
-	if err == nil && t.opts.SharedLimit != nil {
-		var shared func()
-		if shared, err = t.opts.SharedLimit.Acquire(ctx, destKey); err == nil {
-			defer shared()
-		} else if ctx.Err() == nil {
-			// The shared bound is politeness, not safety: carry on
-			// under this process's own.
-			t.opts.Logger.Warn("shared destination limit unavailable, using the local one", "destination", destKey, "err", err)
-			err = nil
-		} else {
-			release()
-		}
-	}
+	release, err := t.acquire(ctx, destKey)
 	if err != nil {
 		last = hostFailure{enhanced: "4.3.0", detail: "delivery cancelled while waiting for a connection slot"}
 		t.finishPending(results, pending, last)
@@ -200,6 +187,28 @@ hosts:
 	}
 	t.finishPending(results, pending, last)
 	return results
+}
+
+// acquire takes a session slot of dest in this process, then one shared
+// with the other replicas (Options.SharedLimit). It fails only when ctx
+// ends: if the shared limit fails, the local one alone applies, the
+// shared bound being politeness towards the remote, not safety.
+func (t *Transport) acquire(ctx context.Context, dest string) (release func(), err error) {
+	local, err := t.limit.acquire(ctx, dest)
+	if err != nil || t.opts.SharedLimit == nil {
+		return local, err
+	}
+	shared, err := t.opts.SharedLimit.Acquire(ctx, dest)
+	switch {
+	case err == nil:
+		return func() { shared(); local() }, nil
+	case ctx.Err() != nil:
+		local()
+		return nil, err
+	default:
+		t.opts.Logger.Warn("shared destination limit unavailable, using the local one", "destination", dest, "err", err)
+		return local, nil
+	}
 }
 
 // finishPending defers every undecided recipient with the last host
