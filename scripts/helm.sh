@@ -257,6 +257,17 @@ if render "$tmp/defaults.yaml" --set s3.endpoint=s3.example.net:443 2>"$tmp/defa
 	exit 1
 fi
 
+# A smarthost with a user but no Secret for its password would start a
+# delivery that cannot authenticate: the chart must refuse it by name.
+required=(-f "$CHART/ci/minimal-values.yaml")
+if render "$tmp/smarthost.yaml" "${required[@]}" --set delivery.smarthost.address=relay.example.net:587 \
+	--set delivery.smarthost.user=petrel 2>"$tmp/smarthost.err" ||
+	! grep -q 'smarthost.passwordSecret is required' "$tmp/smarthost.err"; then
+	echo "helm.sh: a smarthost user without delivery.smarthost.passwordSecret renders or fails otherwise:" >&2
+	sed 's/^/    /' "$tmp/smarthost.err" >&2
+	exit 1
+fi
+
 variants=()
 for f in "$CHART"/ci/*-values.yaml "$DEPLOY_VALUES"; do
 	variants+=("$(basename "$(dirname "$f")")-$(basename "$f" .yaml):$f")

@@ -152,6 +152,13 @@ mismatch fails there, not at rollout.
 {{- define "petrel.path.tokenKeys" -}}/etc/petrel/token-keys/token-keys{{- end }}
 {{- define "petrel.path.storeToken" -}}/etc/petrel/store-token/token{{- end }}
 {{- define "petrel.path.tls" -}}/etc/petrel/tls{{- end }}
+{{- define "petrel.path.smarthostPassword" -}}/etc/petrel/smarthost/password{{- end }}
+
+{{/* The service's smarthost values, when it relays through one (delivery
+with smarthost.address set); empty otherwise. */}}
+{{- define "petrel.svc.smarthost" -}}
+{{- if and (eq .name "delivery") .svc.smarthost .svc.smarthost.address }}true{{ end }}
+{{- end }}
 
 {{/* The address the store's clients dial: the headless Service, so that
 gRPC's DNS resolver sees every store pod (one ClusterIP connection would pin
@@ -253,6 +260,20 @@ PETREL_STORE_ADDR as its own setting "addr" and refuse to start.
 - name: {{ include "petrel.svcEnv" (list $name "tls-key-file") }}
   value: {{ printf "%s/tls.key" (include "petrel.path.tls" .) | quote }}
 {{- end }}
+{{- if include "petrel.svc.smarthost" . }}
+{{- with $svc.smarthost }}
+- name: {{ include "petrel.svcEnv" (list $name "smarthost") }}
+  value: {{ .address | quote }}
+- name: {{ include "petrel.svcEnv" (list $name "smarthost-implicit-tls") }}
+  value: {{ .implicitTLS | toString | quote }}
+{{- if .user }}
+- name: {{ include "petrel.svcEnv" (list $name "smarthost-user") }}
+  value: {{ .user | quote }}
+- name: {{ include "petrel.svcEnv" (list $name "smarthost-password-file") }}
+  value: {{ include "petrel.path.smarthostPassword" $root | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "petrel.svc.env" -}}
@@ -302,6 +323,15 @@ it needs (items). */}}
       - {key: tls.crt, path: tls.crt}
       - {key: tls.key, path: tls.key}
 {{- end }}
+{{- if and (include "petrel.svc.smarthost" .) .svc.smarthost.user }}
+- name: smarthost
+  secret:
+    secretName: {{ .svc.smarthost.passwordSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .svc.smarthost.passwordKey }}
+        path: {{ base (include "petrel.path.smarthostPassword" .) }}
+{{- end }}
 {{- end }}
 
 {{- define "petrel.svc.volumeMounts" -}}
@@ -320,6 +350,11 @@ it needs (items). */}}
 {{- if include "petrel.svc.has" (dict "ctx" . "feature" "tls") }}
 - name: tls
   mountPath: {{ include "petrel.path.tls" . }}
+  readOnly: true
+{{- end }}
+{{- if and (include "petrel.svc.smarthost" .) .svc.smarthost.user }}
+- name: smarthost
+  mountPath: {{ dir (include "petrel.path.smarthostPassword" .) }}
   readOnly: true
 {{- end }}
 {{- end }}
@@ -354,6 +389,20 @@ with a message that says which value to set.
 {{- range $svc.extraEnv }}
 {{- if has .name $chartSet }}
 {{- fail (printf "%s.extraEnv: %s is already set by the chart; change the value it comes from instead" $name .name) }}
+{{- end }}
+{{- end }}
+{{- with $svc.smarthost }}
+{{- if and (or .user .passwordSecret) (not .address) }}
+{{- fail (printf "%s.smarthost: user and passwordSecret need address (host:port of the relay)" $name) }}
+{{- end }}
+{{- if and .address (not (regexMatch ":[0-9]+$" .address)) }}
+{{- fail (printf "%s.smarthost.address: %q must be host:port, e.g. relay.example.net:587" $name .address) }}
+{{- end }}
+{{- if and .user (not .passwordSecret) }}
+{{- fail (printf "%s.smarthost.passwordSecret is required with user: a Secret holding the AUTH password under passwordKey (%s)" $name .passwordKey) }}
+{{- end }}
+{{- if and .passwordSecret (not .user) }}
+{{- fail (printf "%s.smarthost.user is required with passwordSecret: the AUTH user name" $name) }}
 {{- end }}
 {{- end }}
 {{- if and $svc.autoscaling.enabled (gt (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
