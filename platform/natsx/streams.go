@@ -51,6 +51,20 @@ const (
 	// runs, and a key that was not refreshed for the bucket's TTL (a
 	// crashed holder) expires. Written and read by delivery only.
 	DestinationSlotsBucket = "PETREL_DESTINATION_SLOTS"
+
+	// DeadDestinationsBucket is the key-value bucket (stream
+	// KV_PETREL_DEAD_DESTINATIONS) through which delivery replicas share
+	// the destinations none of whose hosts answered: while one is
+	// suspended, its mail is deferred without connecting (Postfix's dead
+	// destinations). A key is d.<hash of the destination>, its value the
+	// suspension (JSON: destination, reason, until). Values carry their
+	// own end; the bucket's TTL (DeadDestinationsMaxTTL) only clears old
+	// keys. Written and read by delivery only.
+	DeadDestinationsBucket = "PETREL_DEAD_DESTINATIONS"
+
+	// DeadDestinationsMaxTTL is the TTL of DeadDestinationsBucket, and so
+	// the longest a destination can be suspended.
+	DeadDestinationsMaxTTL = time.Hour
 )
 
 // Defaults of Options.
@@ -173,6 +187,24 @@ func (o Options) DestinationSlotsConfig(ttl time.Duration) jetstream.KeyValueCon
 		Description: "Petrel: concurrent SMTP sessions per destination, shared by delivery replicas",
 		History:     1,
 		TTL:         ttl,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
+// DeadDestinations is the name of the dead destination bucket.
+func (o Options) DeadDestinations() string { return o.name(DeadDestinationsBucket) }
+
+// DeadDestinationsConfig declares the dead destination bucket: in memory
+// (a suspension is a few minutes' hint, worth nothing after a restart),
+// with the queue's replicas.
+func (o Options) DeadDestinationsConfig() jetstream.KeyValueConfig {
+	o = o.withDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      o.DeadDestinations(),
+		Description: "Petrel: destinations whose mail is deferred without connecting, shared by delivery replicas",
+		History:     1,
+		TTL:         DeadDestinationsMaxTTL,
 		Storage:     jetstream.MemoryStorage,
 		Replicas:    o.Replicas,
 	}
@@ -332,9 +364,11 @@ func DeleteStreams(ctx context.Context, js jetstream.JetStream, o Options) error
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("natsx: delete stream %s: %w", o.QueueStream(), err)
 	}
-	err = js.DeleteKeyValue(ctx, o.DestinationSlots())
-	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return fmt.Errorf("natsx: delete bucket %s: %w", o.DestinationSlots(), err)
+	for _, b := range []string{o.DestinationSlots(), o.DeadDestinations()} {
+		err = js.DeleteKeyValue(ctx, b)
+		if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("natsx: delete bucket %s: %w", b, err)
+		}
 	}
 	return nil
 }

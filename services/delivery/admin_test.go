@@ -56,9 +56,12 @@ func (o *scriptedOutbound) count() int {
 	return o.calls
 }
 
-func (e *env) adminClient() deliveryv1.QueueAdminServiceClient {
+// adminClient serves the queue admin API; resume is its Options.Resume
+// (may be nil).
+func (e *env) adminClient(resume func(context.Context, []string)) deliveryv1.QueueAdminServiceClient {
 	e.t.Helper()
-	srv, err := admin.New(admin.Options{JS: e.js, NATS: e.nopts, Blobs: e.blobs, Verifier: &admin.StoreVerifier{Admin: e.service.Admin}})
+	srv, err := admin.New(admin.Options{JS: e.js, NATS: e.nopts, Blobs: e.blobs, Verifier: &admin.StoreVerifier{Admin: e.service.Admin},
+		Resume: resume})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -84,7 +87,15 @@ func (e *env) adminClient() deliveryv1.QueueAdminServiceClient {
 // delivers, and the object (never seen by the store) is deleted.
 func TestDeferredEntryAdmin(t *testing.T) {
 	e := newEnv(t)
-	adm := e.adminClient()
+	var (
+		mu      sync.Mutex
+		resumed [][]string // Options.Resume's calls
+	)
+	adm := e.adminClient(func(_ context.Context, domains []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		resumed = append(resumed, domains)
+	})
 	ctx := storeclient.WithToken(testCtx(t), e.opToken)
 	out := &scriptedOutbound{script: []queue.Result{
 		{Outcome: queue.Temporary, Reply: "451 4.7.1 greylisted, try later"},
@@ -132,6 +143,13 @@ func TestDeferredEntryAdmin(t *testing.T) {
 	if _, err := adm.RetryQueueEntry(ctx, &deliveryv1.RetryQueueEntryRequest{QueueId: "QREMOTE"}); err != nil {
 		t.Fatal(err)
 	}
+	// A retry is meant to try now: the suspension of the destination of
+	// its unfinished recipients, if any, ends (Remote.Resume).
+	mu.Lock()
+	if len(resumed) != 1 || len(resumed[0]) != 1 || resumed[0][0] != "remote.test" {
+		t.Errorf("retry resumed %q, want [[remote.test]]", resumed)
+	}
+	mu.Unlock()
 	waitFor(t, "the retried entry to be delivered", func() bool {
 		_, err := adm.GetQueueEntry(ctx, &deliveryv1.GetQueueEntryRequest{QueueId: "QREMOTE"})
 		return status.Code(err) == codes.NotFound
@@ -159,7 +177,7 @@ func TestDeferredEntryAdmin(t *testing.T) {
 // operator claim: refused; the operator token: accepted.
 func TestAdminNeedsOperator(t *testing.T) {
 	e := newEnv(t)
-	adm := e.adminClient()
+	adm := e.adminClient(nil)
 	req := &deliveryv1.CountQueueEntriesRequest{}
 	if _, err := adm.CountQueueEntries(testCtx(t), req); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("no token: %v", err)

@@ -8,6 +8,7 @@ import (
 	"github.com/petrel-mail/petrel/platform/config"
 	"github.com/petrel-mail/petrel/platform/lifecycle"
 	"github.com/petrel-mail/petrel/platform/logging"
+	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/services/delivery/internal/local"
 	"github.com/petrel-mail/petrel/services/delivery/internal/retry"
 )
@@ -73,6 +74,10 @@ type Config struct {
 	// LocalDestinationLimit: MaxConnsPerDestination bounds this replica
 	// alone instead of all replicas together.
 	LocalDestinationLimit bool
+	// DeadDestinationTime is how long a destination none of whose hosts
+	// answered is suspended (its mail deferred without connecting), for
+	// every replica; 0: never.
+	DeadDestinationTime time.Duration
 	// Smarthost (host:port), when set, relays all outbound mail, over TLS
 	// (STARTTLS, or implicit TLS with SmarthostImplicitTLS), with AUTH
 	// PLAIN when SmarthostUser is set (password read from
@@ -127,6 +132,7 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.StringList(&c.LocalAddrs, "local-address", nil, "IP address this MTA receives mail on (repeat or comma-separate): an MX that resolves to one is a mail loop")
 	f.Int(&c.MaxConnsPerDestination, "max-conns-per-destination", 10, "concurrent outbound SMTP sessions per recipient domain (or to the smarthost), across all delivery replicas (shared through NATS)")
 	f.Bool(&c.LocalDestinationLimit, "local-destination-limit", false, "apply --max-conns-per-destination to each replica on its own instead of sharing it through NATS")
+	f.Duration(&c.DeadDestinationTime, "dead-destination-time", 5*time.Minute, "when no host of a destination answers (connections refused or timed out, no greeting or a refusing one), defer its mail without connecting for this long, in every replica, unless a session to it succeeds first (0: never)")
 	f.String(&c.Smarthost, "smarthost", "", "relay all outbound mail through this host:port (TLS required) instead of MX look-ups")
 	f.String(&c.SmarthostUser, "smarthost-user", "", "AUTH PLAIN user name at the smarthost (empty: no AUTH)")
 	f.String(&c.SmarthostPasswordFile, "smarthost-password-file", "", "file holding the smarthost AUTH password")
@@ -171,6 +177,9 @@ func (c Config) Validate() error {
 	v.Check(c.MXPort > 0 && c.MXPort < 65536, "mx-port", "must be a TCP port")
 	v.Check(c.MaxConnsPerDestination > 0, "max-conns-per-destination", "must be positive")
 	v.Positive("dkim-key-cache", c.DKIMKeyCache)
+	if c.DeadDestinationTime < 0 || c.DeadDestinationTime > natsx.DeadDestinationsMaxTTL {
+		v.Add("dead-destination-time", "must be 0 (never) to %s", natsx.DeadDestinationsMaxTTL)
+	}
 	if c.DNSServer != "" {
 		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
 			v.Add("dns-server", "must be host:port")

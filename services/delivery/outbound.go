@@ -135,6 +135,16 @@ func (r *Remote) Send(ctx context.Context, entry *queuev1.QueueEntry, rcpts []in
 	return out, nil
 }
 
+// Resume ends the suspension of the destinations mail for these
+// recipient domains goes to (each domain, or the smarthost): an operator's
+// retry is meant to try now, as Postfix's flush clears its dead
+// destinations.
+func (r *Remote) Resume(ctx context.Context, domains []string) {
+	for _, d := range domains {
+		r.Transport.Resume(ctx, smtpout.DestinationKey(route.Route{Domain: d, Smarthost: r.Router.Smarthost}))
+	}
+}
+
 func (r *Remote) sendDomain(ctx context.Context, entry *queuev1.QueueEntry, domain string, idx []int, form smtpout.Message) []queue.Result {
 	out := make([]queue.Result, 0, len(idx))
 	if domain == "" {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/petrel-mail/petrel/platform/testenv"
 	"github.com/petrel-mail/petrel/services/delivery"
+	"github.com/petrel-mail/petrel/services/delivery/internal/deaddest"
 	"github.com/petrel-mail/petrel/services/delivery/internal/destlimit"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx/dnstest"
@@ -729,5 +730,95 @@ func TestDestinationLimitSharedByReplicas(t *testing.T) {
 	defer mx.mu.Unlock()
 	if mx.maxData != 1 {
 		t.Errorf("MX saw %d transactions at once with a shared limit of 1", mx.maxData)
+	}
+}
+
+// countingDialer counts the connections a replica's transport opens.
+type countingDialer struct {
+	mu sync.Mutex
+	n  int
+	d  net.Dialer
+}
+
+func (c *countingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+	return c.d.DialContext(ctx, network, addr)
+}
+
+func (c *countingDialer) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// TestDeadDestinationSharedByReplicas: once one replica found no host of
+// a domain answering, the other defers that domain's mail without
+// connecting, with the reason; an operator's retry (Remote.Resume, what
+// the admin API's RetryQueueEntry calls) ends the suspension for both,
+// and the mail goes out.
+func TestDeadDestinationSharedByReplicas(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	w := e.outbound(t, "127.0.0.2")
+	w.dns.Add(t, "dead.test. 300 IN MX 10 mx.dead.test.", "mx.dead.test. 300 IN A 127.0.0.2")
+
+	type replica struct {
+		remote *delivery.Remote
+		dead   *deaddest.Shared
+		dialer *countingDialer
+	}
+	var replicas []replica
+	for range 2 {
+		dead, err := deaddest.Open(ctx, connectJS(t, testenv.NATSURL(t)), e.nopts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(dead.Close)
+		dialer := &countingDialer{}
+		tr, err := smtpout.New(smtpout.Options{EHLOName: "petrel.test", Dialer: dialer, Suspensions: dead, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		r := *w.remote
+		r.Transport = tr
+		replicas = append(replicas, replica{remote: &r, dead: dead, dialer: dialer})
+	}
+	alice := e.account("alice")
+	send := func(i int, qid string) queue.Result {
+		t.Helper()
+		res, err := replicas[i].remote.Send(ctx, e.entry(qid, alice, "bob@dead.test"), []int{0})
+		if err != nil || len(res) != 1 {
+			t.Fatalf("replica %d: %+v %v", i, res, err)
+		}
+		return res[0]
+	}
+
+	if r := send(0, "QDEAD1"); r.Outcome != queue.Temporary || !strings.Contains(r.Reply, "connection refused") {
+		t.Fatalf("replica 0, no MX listening: %+v", r)
+	}
+	waitFor(t, "replica 1 to see the suspension", func() bool {
+		_, _, ok := replicas[1].dead.Suspended("dead.test")
+		return ok
+	})
+	startTestMX(t, "127.0.0.2", w.port, nil) // back, but nobody knows yet
+	r := send(1, "QDEAD2")
+	if r.Outcome != queue.Temporary || !strings.Contains(r.Reply, "delivery to dead.test temporarily suspended until") ||
+		!strings.Contains(r.Reply, "connection refused") {
+		t.Errorf("replica 1 while suspended: %+v", r)
+	}
+	if n := replicas[1].dialer.count(); n != 0 {
+		t.Errorf("replica 1 opened %d connections to a suspended destination", n)
+	}
+
+	replicas[1].remote.Resume(ctx, []string{"dead.test"})
+	waitFor(t, "replica 0 to see the end of the suspension", func() bool {
+		_, _, ok := replicas[0].dead.Suspended("dead.test")
+		return !ok
+	})
+	if r := send(0, "QDEAD3"); r.Outcome != queue.Delivered {
+		t.Errorf("replica 0 after the retry: %+v", r)
 	}
 }

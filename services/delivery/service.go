@@ -29,6 +29,7 @@ import (
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/telemetry"
 	"github.com/petrel-mail/petrel/services/delivery/internal/admin"
+	"github.com/petrel-mail/petrel/services/delivery/internal/deaddest"
 	"github.com/petrel-mail/petrel/services/delivery/internal/destlimit"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
 	"github.com/petrel-mail/petrel/services/delivery/internal/local"
@@ -106,6 +107,8 @@ type Service struct {
 	GRPC     *grpcx.Server
 	// Transport is the outbound SMTP client (pooled sessions).
 	Transport *smtpout.Transport
+	// Dead follows the destinations suspended by any replica.
+	Dead *deaddest.Shared
 }
 
 // New connects to every dependency, declares the streams and builds the
@@ -173,7 +176,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 			return nil, err
 		}
 	}
-	remote, err := newRemote(cfg, hostname, s.Blobs, storev1.NewDKIMServiceClient(s.Store.Conn), shared, log)
+	var dead smtpout.Suspensions
+	if cfg.DeadDestinationTime > 0 {
+		if s.Dead, err = deaddest.Open(ctx, s.JS, nopts, log); err != nil {
+			return nil, err
+		}
+		dead = s.Dead
+	}
+	remote, err := newRemote(cfg, hostname, s.Blobs, storev1.NewDKIMServiceClient(s.Store.Conn), shared, dead, log)
 	if err != nil {
 		return nil, err
 	}
@@ -199,6 +209,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		JS: s.JS, NATS: nopts, Blobs: s.Blobs, Logger: log,
 		Verifier: &admin.StoreVerifier{Admin: s.Store.Admin},
 		Holds:    local.Holds{Messages: s.Store.Messages},
+		Resume:   remote.Resume,
 	})
 	if err != nil {
 		return nil, err
@@ -294,7 +305,8 @@ func (cc *ConsumerComponent) Shutdown(ctx context.Context) error {
 }
 
 // newRemote builds the outbound path from the configuration.
-func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMServiceClient, shared smtpout.SharedLimiter, log *slog.Logger) (*Remote, error) {
+func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMServiceClient, shared smtpout.SharedLimiter,
+	dead smtpout.Suspensions, log *slog.Logger) (*Remote, error) {
 	var resolver dnsx.Resolver = dnsx.System{}
 	switch {
 	case cfg.DNSServer != "":
@@ -334,7 +346,12 @@ func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMS
 		}
 		router.Smarthost = sh
 	}
-	tr, err := smtpout.New(smtpout.Options{EHLOName: hostname, MaxConnsPerDestination: cfg.MaxConnsPerDestination, SharedLimit: shared, Logger: log})
+	deadTime := cfg.DeadDestinationTime
+	if deadTime == 0 {
+		deadTime = -1 // smtpout: never
+	}
+	tr, err := smtpout.New(smtpout.Options{EHLOName: hostname, MaxConnsPerDestination: cfg.MaxConnsPerDestination, SharedLimit: shared,
+		DeadDestinationTime: deadTime, Suspensions: dead, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -348,6 +365,9 @@ func newRemote(cfg Config, hostname string, blobs blob.Store, keys storev1.DKIMS
 func (s *Service) Close() {
 	if s.Transport != nil {
 		_ = s.Transport.Close()
+	}
+	if s.Dead != nil {
+		s.Dead.Close()
 	}
 	if s.NATS != nil {
 		s.NATS.Close()

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,6 +49,10 @@ type Options struct {
 	Holds interface {
 		Release(ctx context.Context, blobKey, queueID string) error
 	}
+	// Resume, if set, ends the suspension of the destinations of a
+	// retried entry's unfinished recipients (their domains), so that the
+	// retry tries them.
+	Resume func(ctx context.Context, domains []string)
 	Logger *slog.Logger
 }
 
@@ -306,6 +311,9 @@ func (s *Server) RetryQueueEntry(ctx context.Context, req *deliveryv1.RetryQueue
 		if err := s.deleteMsg(ctx, f); err != nil {
 			return nil, err
 		}
+		if s.o.Resume != nil {
+			s.o.Resume(ctx, unfinishedDomains(item))
+		}
 		s.log.Info("queue entry retried by an operator", "queue_id", req.GetQueueId())
 	}
 	return &deliveryv1.RetryQueueEntryResponse{}, nil
@@ -375,4 +383,23 @@ func (s *Server) CountQueueEntries(ctx context.Context, _ *deliveryv1.CountQueue
 		n[i] = int64(info.State.Msgs)
 	}
 	return &deliveryv1.CountQueueEntriesResponse{Active: n[0], Deferred: n[1]}, nil
+}
+
+// unfinishedDomains are the domains of item's recipients without a final
+// outcome, each once.
+func unfinishedDomains(item *deliveryv1.QueueItem) []string {
+	var out []string
+	for _, r := range item.GetRecipients() {
+		switch r.GetOutcome() {
+		case deliveryv1.RecipientOutcome_RECIPIENT_OUTCOME_DELIVERED, deliveryv1.RecipientOutcome_RECIPIENT_OUTCOME_BOUNCED:
+			continue
+		}
+		addr := r.GetRecipient().GetAddress()
+		if at := strings.LastIndexByte(addr, '@'); at >= 0 {
+			if d := strings.ToLower(addr[at+1:]); !slices.Contains(out, d) {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
 }

@@ -74,7 +74,9 @@ func (t *Transport) connect(ctx context.Context, rt route.Route, host route.Host
 	raw, err := o.Dialer.DialContext(dctx, "tcp", hostport)
 	cancel()
 	if err != nil {
-		return nil, fail("4.4.1", "connect: "+err.Error(), nil)
+		hf := fail("4.4.1", "connect: "+err.Error(), nil)
+		hf.silent = true
+		return nil, hf
 	}
 	ok := false
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
@@ -108,7 +110,9 @@ func (t *Transport) connect(ctx context.Context, rt route.Route, host route.Host
 	conn.SetDeadline(time.Now().Add(o.CommandTimeout))
 	_, greeting, err := tr.ReadResponse(220)
 	if err != nil {
-		return nil, replyFail(err, "4.4.2", "greeting")
+		hf := replyFail(err, "4.4.2", "greeting")
+		hf.silent = true
+		return nil, hf
 	}
 	if _, err := io.WriteString(conn, "EHLO "+o.EHLOName+"\r\n"); err != nil {
 		return nil, fail("4.4.2", "EHLO: "+err.Error(), nil)

@@ -51,6 +51,16 @@ type Options struct {
 	// processes (package destlimit); if it fails, the local bound alone
 	// applies.
 	SharedLimit SharedLimiter
+	// DeadDestinationTime is how long a destination none of whose hosts
+	// answered (connection refused or timed out, no greeting or a
+	// refusing one, at every address) stays suspended: its mail is
+	// deferred at once, without connecting (Postfix's dead destinations).
+	// A session to it that succeeds ends the suspension. Default 5m;
+	// negative: never suspend.
+	DeadDestinationTime time.Duration
+	// Suspensions holds the suspended destinations; default: this
+	// process's own (package deaddest shares them between replicas).
+	Suspensions Suspensions
 	// MaxIdlePerHost bounds pooled idle sessions per host address;
 	// default 2; negative disables reuse.
 	MaxIdlePerHost int
@@ -73,6 +83,12 @@ func (o *Options) setDefaults() {
 	def(&o.DataBlockTimeout, 3*time.Minute)
 	def(&o.FinalDotTimeout, 10*time.Minute)
 	def(&o.IdleTimeout, 30*time.Second)
+	if o.DeadDestinationTime == 0 {
+		o.DeadDestinationTime = 5 * time.Minute
+	}
+	if o.Suspensions == nil {
+		o.Suspensions = &localSuspensions{m: map[string]localSuspension{}}
+	}
 	if o.Dialer == nil {
 		o.Dialer = &net.Dialer{Timeout: o.DialTimeout}
 	}
@@ -97,6 +113,17 @@ func (o *Options) setDefaults() {
 // delivery replica.
 type SharedLimiter interface {
 	Acquire(ctx context.Context, dest string) (release func(), err error)
+}
+
+// Suspensions are the destinations whose mail is deferred without
+// connecting (Options.DeadDestinationTime). Destinations are compared
+// without regard to case.
+type Suspensions interface {
+	Suspended(dest string) (reason string, until time.Time, ok bool)
+	// Suspend and Resume hold in this process even when they return an
+	// error (from sharing the change).
+	Suspend(ctx context.Context, dest, reason string, until time.Time) error
+	Resume(ctx context.Context, dest string) error
 }
 
 // Transport delivers messages. It is safe for concurrent use.
@@ -128,6 +155,9 @@ func (t *Transport) Close() error {
 // hostFailure is a failure of a host as a whole (connection, greeting,
 // TLS, MAIL 4xx, 421): the recipients still pending go to the next address.
 type hostFailure struct {
+	// silent: the host did not answer (no connection, no greeting, or a
+	// greeting that refuses the session).
+	silent   bool
 	enhanced string
 	reply    *Reply
 	detail   string
@@ -150,9 +180,9 @@ func (t *Transport) Deliver(ctx context.Context, rt route.Route, msg *Message) [
 		last.detail = "route has no hosts"
 	}
 
-	destKey := rt.Domain
-	if rt.Smarthost != nil {
-		destKey = "smarthost " + rt.Smarthost.Host
+	destKey := DestinationKey(rt)
+	if t.suspended(destKey, results, pending) {
+		return results
 	}
 	release, err := t.acquire(ctx, destKey)
 	if err != nil {
@@ -161,7 +191,22 @@ func (t *Transport) Deliver(ctx context.Context, rt route.Route, msg *Message) [
 		return results
 	}
 	defer release()
+	// The sessions that held the slots may have found it dead meanwhile.
+	if t.suspended(destKey, results, pending) {
+		return results
+	}
 
+	// answered: some host of the destination answered (a session, or a
+	// failure after its greeting); tried: some address was tried.
+	var answered, tried bool
+	defer func() {
+		switch {
+		case answered:
+			t.Resume(ctx, destKey)
+		case tried && ctx.Err() == nil:
+			t.suspend(ctx, destKey, last)
+		}
+	}()
 hosts:
 	for _, host := range rt.Hosts {
 		req, err := t.tlsFor(ctx, rt, host)
@@ -176,7 +221,8 @@ hosts:
 				break hosts
 			}
 			var stop bool
-			pending, stop, last = t.attempt(ctx, rt, host, addr, req, msg, results, pending, last)
+			tried = true
+			pending, stop, last = t.attempt(ctx, rt, host, addr, req, msg, results, pending, last, &answered)
 			if len(pending) == 0 {
 				return results
 			}
@@ -187,6 +233,64 @@ hosts:
 	}
 	t.finishPending(results, pending, last)
 	return results
+}
+
+// DestinationKey names the destination of rt for the session limits and
+// suspensions: the recipient domain, or the smarthost.
+func DestinationKey(rt route.Route) string {
+	if rt.Smarthost != nil {
+		return "smarthost " + rt.Smarthost.Host
+	}
+	return rt.Domain
+}
+
+// suspended defers every pending recipient, without connecting, if dest
+// is suspended.
+func (t *Transport) suspended(dest string, results []RecipientResult, pending []int) bool {
+	if t.opts.DeadDestinationTime < 0 {
+		return false
+	}
+	reason, until, ok := t.opts.Suspensions.Suspended(dest)
+	if !ok {
+		return false
+	}
+	t.finishPending(results, pending, hostFailure{enhanced: "4.4.1",
+		detail: fmt.Sprintf("delivery to %s temporarily suspended until %s: %s", dest, until.UTC().Format(time.RFC3339), reason)})
+	return true
+}
+
+// suspend suspends dest after every address failed as last says.
+func (t *Transport) suspend(ctx context.Context, dest string, last hostFailure) {
+	if t.opts.DeadDestinationTime < 0 {
+		return
+	}
+	reason := last.detail
+	if last.host != "" {
+		reason = fmt.Sprintf("%s[%s]: %s", last.host, last.addr, last.detail)
+	}
+	until := time.Now().Add(t.opts.DeadDestinationTime)
+	t.opts.Logger.Warn("no host of the destination answered; its mail is deferred without connecting until the suspension ends",
+		"destination", dest, "until", until, "reason", reason)
+	if err := t.opts.Suspensions.Suspend(context.WithoutCancel(ctx), dest, reason, until); err != nil {
+		t.opts.Logger.Warn("suspension not shared with the other replicas", "destination", dest, "err", err)
+	}
+}
+
+// Resume ends a suspension of dest (DestinationKey), if there is one: a
+// host answered, or an operator asked for a retry.
+func (t *Transport) Resume(ctx context.Context, dest string) {
+	if t.opts.DeadDestinationTime < 0 {
+		return
+	}
+	if _, _, ok := t.opts.Suspensions.Suspended(dest); !ok {
+		return
+	}
+	t.opts.Logger.Info("suspension of the destination ended", "destination", dest)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := t.opts.Suspensions.Resume(ctx, dest); err != nil {
+		t.opts.Logger.Warn("end of suspension not shared with the other replicas", "destination", dest, "err", err)
+	}
 }
 
 // acquire takes a session slot of dest in this process, then one shared
@@ -244,7 +348,7 @@ func (t *Transport) tlsFor(ctx context.Context, rt route.Route, host route.Host)
 // local failure that another host would not cure), and the failure to
 // report if nothing else decides.
 func (t *Transport) attempt(ctx context.Context, rt route.Route, host route.Host, addr netip.Addr, req TLSRequirement,
-	msg *Message, results []RecipientResult, pending []int, last hostFailure) ([]int, bool, hostFailure) {
+	msg *Message, results []RecipientResult, pending []int, last hostFailure, answered *bool) ([]int, bool, hostFailure) {
 	hostport := net.JoinHostPort(addr.String(), strconv.Itoa(host.Port))
 	key := poolKey{host: host.Name, addr: hostport, mode: req.Mode}
 	if sh := rt.Smarthost; sh != nil {
@@ -254,9 +358,15 @@ func (t *Transport) attempt(ctx context.Context, rt route.Route, host route.Host
 	freshTries := 0
 	for {
 		s, reused := t.pool.get(key)
+		if s != nil {
+			*answered = true
+		}
 		if s == nil {
 			var hf *hostFailure
 			s, hf = t.connect(ctx, rt, host, hostport, req, noTLS)
+			if hf == nil || !hf.silent {
+				*answered = true
+			}
 			if hf != nil {
 				if hf.enhanced == errTLSFallback {
 					// RFC 7435: the handshake failed and the policy allows

@@ -12,8 +12,9 @@
 // same host without TLS, while a TLSPolicy that requires TLS (MTA-STS
 // RFC 8461, DANE RFC 7672, REQUIRETLS RFC 8689) never falls back
 // (SMTP-LESSONS 23). SMTPUTF8 (RFC 6531) and 8BITMIME (RFC 6152) are
-// honoured: a message that needs them is failed with 5.6.7 / 5.6.3 rather
-// than mangled (SMTP-LESSONS 24). DSN parameters (RFC 3461) are passed on
+// honoured: a message that needs SMTPUTF8 is failed with 5.6.7 rather
+// than mangled, and an 8-bit message for a peer without 8BITMIME is sent
+// converted to 7-bit MIME (Message.SevenBit; SMTP-LESSONS 24). DSN parameters (RFC 3461) are passed on
 // when the peer supports them. Enhanced status codes are RFC 3463's.
 //
 // The protocol engine is github.com/emersion/go-smtp's client. Its client
@@ -28,7 +29,11 @@
 //
 // Sessions are reused across messages to the same host (a small pool with
 // an idle timeout) and the number of concurrent sessions per destination
-// domain is bounded.
+// domain is bounded, across replicas with Options.SharedLimit. A
+// destination none of whose addresses answered is suspended for
+// Options.DeadDestinationTime: its mail is deferred without connecting
+// until then, or until a session to it succeeds (SMTP-LESSONS 11; across
+// replicas with Options.Suspensions).
 package smtpout
 
 import (
@@ -38,6 +43,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/petrel-mail/petrel/services/delivery/internal/route"
 )
@@ -197,4 +204,45 @@ func (Opportunistic) TLSFor(context.Context, string, route.Host) (TLSRequirement
 // Dialer opens TCP connections; *net.Dialer is one.
 type Dialer interface {
 	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// localSuspensions are the suspended destinations of one process.
+type localSuspensions struct {
+	mu sync.Mutex
+	m  map[string]localSuspension
+}
+
+type localSuspension struct {
+	reason string
+	until  time.Time
+}
+
+func (l *localSuspensions) Suspended(dest string) (string, time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v, ok := l.m[strings.ToLower(dest)]
+	if !ok || !time.Now().Before(v.until) {
+		return "", time.Time{}, false
+	}
+	return v.reason, v.until, true
+}
+
+func (l *localSuspensions) Suspend(_ context.Context, dest, reason string, until time.Time) error {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, v := range l.m {
+		if !now.Before(v.until) {
+			delete(l.m, k)
+		}
+	}
+	l.m[strings.ToLower(dest)] = localSuspension{reason: reason, until: until}
+	return nil
+}
+
+func (l *localSuspensions) Resume(_ context.Context, dest string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.m, strings.ToLower(dest))
+	return nil
 }
