@@ -8,6 +8,7 @@ import (
 	"github.com/petrel-mail/petrel/platform/logging"
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/proxyproto"
+	"github.com/petrel-mail/petrel/services/smtp/internal/ingest"
 )
 
 // Name is the service name: it forms the PETREL_SMTP_* variables,
@@ -75,7 +76,10 @@ type Config struct {
 	BlobDir     string
 
 	MaxMessageSize int
-	MaxRecipients  int
+	// MaxHops refuses a message with this many Received: fields or more
+	// (a mail loop, 554 5.4.6).
+	MaxHops       int
+	MaxRecipients int
 	// MaxCommands bounds commands that are not part of a mail
 	// transaction (NOOP, RSET, VRFY, HELP, unknown) per session.
 	MaxCommands    int
@@ -137,6 +141,7 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.String(&c.BlobDir, "blob-dir", "", "store raw messages in this directory instead of S3 (single node, development)")
 
 	f.Int(&c.MaxMessageSize, "max-message-size", 50<<20, "largest message accepted, in bytes (advertised with SIZE)")
+	f.Int(&c.MaxHops, "max-hops", ingest.DefaultMaxHops, "refuse a message with this many Received: header fields or more as a mail loop (554 5.4.6; Postfix's hopcount_limit)")
 	f.Int(&c.MaxRecipients, "max-recipients", 100, "most RCPT TO accepted per message")
 	f.Int(&c.MaxCommands, "max-commands", 100, "most commands outside mail transactions (NOOP, RSET, VRFY, HELP, ...) per session before 421")
 	f.Duration(&c.IdleTimeout, "idle-timeout", 5*time.Minute, "how long a client may stay silent (RFC 5321 §4.5.3.2)")
@@ -195,6 +200,7 @@ func (c Config) Validate() error {
 		v.Check(c.S3AccessKey != "" && c.S3SecretKey != "", "s3-access-key", "--s3-access-key and --s3-secret-key are required with --s3-bucket")
 	}
 	v.Check(c.MaxMessageSize > 0, "max-message-size", "must be positive")
+	v.Check(c.MaxHops > 0, "max-hops", "must be positive")
 	v.Check(c.MaxRecipients > 0, "max-recipients", "must be positive")
 	v.Check(c.MaxCommands > 0, "max-commands", "must be positive")
 	v.Positive("idle-timeout", c.IdleTimeout)

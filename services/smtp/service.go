@@ -137,7 +137,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	}
 	ing, err := ingest.New(ingest.Options{
 		Blob: store, JetStream: js, Conn: nc, Subject: nopts.QueueInboundSubject(),
-		Hostname: hostname, MaxMessageBytes: int64(cfg.MaxMessageSize), Authenticator: auth, Logger: log,
+		Hostname: hostname, MaxMessageBytes: int64(cfg.MaxMessageSize), MaxHops: cfg.MaxHops, Authenticator: auth, Logger: log,
 	})
 	if err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ func FuzzGuardAndHeaderFixer(f *testing.F) {
 			t.Fatal("guard changed the message")
 		}
 		add := []byte("X-Added: 1\r\n")
-		fixed, err := io.ReadAll(newHeaderFixer(iotest.HalfReader(bytes.NewReader(in)), func(fieldSet) []byte { return add }, nil))
+		fixed, err := io.ReadAll(newHeaderFixer(iotest.HalfReader(bytes.NewReader(in)), 0, func(fieldSet) []byte { return add }, nil))
 		if err != nil {
 			t.Fatal(err)
 		}

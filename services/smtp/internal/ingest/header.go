@@ -6,8 +6,10 @@ import (
 	"io"
 )
 
-// headerFixer adds header fields that a submitted message lacks (RFC 6409
-// §8.2 Message-ID, §8.3 Date) without holding the header block in memory:
+// headerFixer counts a message's Received: fields, refusing a message that
+// has travelled too many hops (a mail loop), and adds header fields that a
+// submitted message lacks (RFC 6409 §8.2 Message-ID, §8.3 Date), without
+// holding the header block in memory:
 // it watches field names go by, line by line, and inserts what is missing
 // just before the blank line that ends the header (or at the end of a
 // message that has no body). Lines longer than its buffer pass through in
@@ -21,6 +23,7 @@ type headerFixer struct {
 	// check, if set, sees the header's fields of interest once the header
 	// has ended; its error stops the message (kept in err).
 	check   func(seen fieldSet) error
+	maxHops int // Received: fields allowed (fewer than this many); 0: any
 	err     error
 	seen    fieldSet
 	inFrom  bool   // the field being read is From:
@@ -40,14 +43,23 @@ type fieldSet struct {
 	// when one did not fit (the check then refuses the message).
 	from        []string
 	fromTooLong bool
+	// received counts the Received: fields.
+	received int
 }
 
-func newHeaderFixer(r io.Reader, missing func(seen fieldSet) []byte, check func(seen fieldSet) error) *headerFixer {
-	return &headerFixer{br: bufio.NewReaderSize(r, 4096), missing: missing, check: check}
+func newHeaderFixer(r io.Reader, maxHops int, missing func(seen fieldSet) []byte, check func(seen fieldSet) error) *headerFixer {
+	if missing == nil {
+		missing = func(fieldSet) []byte { return nil }
+	}
+	return &headerFixer{br: bufio.NewReaderSize(r, 4096), maxHops: maxHops, missing: missing, check: check}
 }
 
-// endOfHeader runs the check once the whole header has been seen.
+// endOfHeader runs the checks once the whole header has been seen.
 func (h *headerFixer) endOfHeader() error {
+	if h.maxHops > 0 && h.seen.received >= h.maxHops {
+		h.err = ErrTooManyHops
+		return h.err
+	}
 	if h.check != nil {
 		if err := h.check(h.seen); err != nil {
 			h.err = err
@@ -157,5 +169,7 @@ func (h *headerFixer) note(line []byte) {
 		h.seen.messageID = true
 	case bytes.EqualFold(name, []byte("Date")):
 		h.seen.date = true
+	case bytes.EqualFold(name, []byte("Received")):
+		h.seen.received++
 	}
 }

@@ -56,6 +56,9 @@ var (
 	ErrQueue = errors.New("ingest: queue publish failed")
 	// ErrCheck: sender authentication could not run. Temporary.
 	ErrCheck = errors.New("ingest: sender authentication failed to run")
+	// ErrTooManyHops: the message has Options.MaxHops Received: fields or
+	// more — it is looping (RFC 5321 §6.3). Permanent.
+	ErrTooManyHops = errors.New("ingest: too many Received: fields (mail loop)")
 	// ErrSource: reading the message from the client failed (connection
 	// lost, transfer aborted with RSET). No reply may even reach the
 	// client.
@@ -154,6 +157,10 @@ type Options struct {
 	Hostname string
 	// MaxMessageBytes bounds the message as received; 0 means no limit.
 	MaxMessageBytes int64
+	// MaxHops refuses a message with this many Received: fields or more
+	// (ErrTooManyHops): a mail loop (RFC 5321 §6.3). Default
+	// DefaultMaxHops; negative: no limit.
+	MaxHops int
 	// Authenticator evaluates inbound mail (Envelope.CheckSender). Nil
 	// skips it and streams inbound mail straight to storage.
 	Authenticator authcheck.Authenticator
@@ -173,6 +180,9 @@ type Options struct {
 	Logger         *slog.Logger
 }
 
+// DefaultMaxHops is Options.MaxHops's default: Postfix's hopcount_limit.
+const DefaultMaxHops = 50
+
 // Ingester accepts messages. It is safe for concurrent use; it copies its
 // Options and never changes them.
 type Ingester struct {
@@ -189,6 +199,12 @@ func New(o Options) (*Ingester, error) {
 	}
 	if o.SpoolMemory <= 0 {
 		o.SpoolMemory = 1 << 20
+	}
+	switch {
+	case o.MaxHops == 0:
+		o.MaxHops = DefaultMaxHops
+	case o.MaxHops < 0:
+		o.MaxHops = 0 // headerFixer: any
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = 5 * time.Second
@@ -266,29 +282,24 @@ func (in *Ingester) Accept(ctx context.Context, env *Envelope, body io.Reader) (
 
 	g := newGuard(body, in.o.MaxMessageBytes)
 	var msg io.Reader = g
-	var fixer *headerFixer
-	if env.AddMissingHeaders || env.CheckFrom != nil {
-		missing := func(seen fieldSet) []byte { return nil }
-		if env.AddMissingHeaders {
-			missing = func(seen fieldSet) []byte { return in.missingFields(seen, qid, now) }
-		}
-		var check func(fieldSet) error
-		if env.CheckFrom != nil {
-			check = func(seen fieldSet) error { return env.CheckFrom(ctx, fromAddresses(seen)) }
-		}
-		fixer = newHeaderFixer(msg, missing, check)
-		msg = fixer
+	// Every message goes through the header fixer: it counts the hops.
+	var missing func(seen fieldSet) []byte
+	if env.AddMissingHeaders {
+		missing = func(seen fieldSet) []byte { return in.missingFields(seen, qid, now) }
 	}
+	var check func(fieldSet) error
+	if env.CheckFrom != nil {
+		check = func(seen fieldSet) error { return env.CheckFrom(ctx, fromAddresses(seen)) }
+	}
+	fixer := newHeaderFixer(msg, in.o.MaxHops, missing, check)
+	msg = fixer
 	// srcErr is the first failure on the client's side of the pipeline:
 	// it decides the reply when the store gives up on the reader.
 	srcErr := func() error {
 		if g.err != nil {
 			return g.err
 		}
-		if fixer != nil {
-			return fixer.err
-		}
-		return nil
+		return fixer.err
 	}
 	prefix := receivedField(env, in.o.Hostname, qid, now)
 
@@ -354,7 +365,7 @@ func (in *Ingester) Accept(ctx context.Context, env *Envelope, body io.Reader) (
 // sourceError classifies a failure to read the message from the client.
 func (in *Ingester) sourceError(err error) error {
 	var fromErr *FromError
-	if errors.Is(err, ErrBareLineEnding) || errors.Is(err, ErrTooBig) || errors.As(err, &fromErr) {
+	if errors.Is(err, ErrBareLineEnding) || errors.Is(err, ErrTooBig) || errors.Is(err, ErrTooManyHops) || errors.As(err, &fromErr) {
 		return err
 	}
 	var sizeErr interface{ Temporary() bool }

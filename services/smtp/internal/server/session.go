@@ -34,6 +34,7 @@ var (
 	errTooManyTx       = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many transactions in this session, please reconnect"}
 	errBareLineEnding  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message refused: bare CR or LF (only CRLF line endings are allowed)"}
 	errTooBig          = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message size exceeds fixed limit"}
+	errTooManyHops     = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6}, Message: "Too many hops: mail forwarding loop"}
 	errEncryptionReq   = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism"}
 	errAuthTempFail    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
 	errAuthTooMany     = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many authentication failures, try again later"}
@@ -310,6 +311,8 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject(errBareLineEnding, "bare_line_ending")
 	case errors.Is(err, ingest.ErrTooBig):
 		return s.reject(errTooBig, "size")
+	case errors.Is(err, ingest.ErrTooManyHops):
+		return s.reject(errTooManyHops, "loop")
 	case errors.As(err, &smtpErr) && smtpErr.Code == smtp.ErrDataTooLarge.Code:
 		return s.reject(errTooBig, "size")
 	case errors.As(err, &fromErr):

@@ -211,3 +211,45 @@ func TestIdleTimeout(t *testing.T) {
 	// Send nothing: the server must close with 421 on its own.
 	w.expect("421 4.4.2")
 }
+
+// TestMailLoopRefused: a message that has already passed
+// ingest.DefaultMaxHops (50) Received: fields is looping (RFC 5321 §6.3,
+// SMTP-LESSONS 14) and is refused with 554 5.4.6 at the end of DATA,
+// nothing stored or queued; one hop fewer is accepted. The count is the
+// header's only: "Received:" in the body does not count.
+func TestMailLoopRefused(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	objectsBefore := len(e.objects("tenant-a"))
+	hops := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			// Folded, as real Received: fields are.
+			b.WriteString("Received: from hop" + itoa(i) + ".example by hop" + itoa(i+1) + ".example;\r\n\tThu, 26 Nov 2026 08:00:00 +0000\r\n")
+		}
+		return b.String()
+	}
+	w := dialWire(t, e.addr[MX])
+	w.expect("220")
+	w.cmd("EHLO client.example", "250")
+	w.cmd("MAIL FROM:<a@remote.test>", "250")
+	w.cmd("RCPT TO:<bob@example.com>", "250")
+	w.cmd("DATA", "354")
+	w.send(hops(50) + "Subject: loop\r\n\r\nround and round\r\n.\r\n")
+	w.expect("554 5.4.6")
+	if n := len(e.queued()); n != 0 {
+		t.Fatalf("%d entries queued for a looping message", n)
+	}
+	if n := len(e.objects("tenant-a")); n != objectsBefore {
+		t.Fatalf("%d objects left by the looping message", n-objectsBefore)
+	}
+
+	w.cmd("MAIL FROM:<a@remote.test>", "250")
+	w.cmd("RCPT TO:<bob@example.com>", "250")
+	w.cmd("DATA", "354")
+	w.send(hops(49) + "Subject: long way\r\n\r\n" + hops(10) + ".\r\n")
+	w.expect("250 2.0.0")
+	w.cmd("QUIT", "221")
+	if n := len(e.queued()); n != 1 {
+		t.Fatalf("%d entries queued, want the 49-hop message", n)
+	}
+}
