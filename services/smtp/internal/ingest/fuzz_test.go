@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -22,6 +23,7 @@ func FuzzGuardAndHeaderFixer(f *testing.F) {
 		"Subject: x\r\n folded\r\n\r\nbody\n.\r\n",
 		"body\r.\r\n",
 		"From: " + strings.Repeat("a", 5000) + "\r\n\r\n",
+		"Received: from a\r\n\tby b\r\nreceived : from c\r\n\r\nReceived: in the body\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -55,5 +57,35 @@ func FuzzGuardAndHeaderFixer(f *testing.F) {
 		if !bytes.Equal(rest, in) && !bytes.Equal(rest, append(append([]byte{}, in...), '\r', '\n')) {
 			t.Fatalf("other bytes changed:\nin  %q\nout %q", in, fixed)
 		}
+
+		// The hop limit refuses exactly the headers with that many
+		// Received: fields, whatever the reads' sizes.
+		const maxHops = 2
+		_, err = io.ReadAll(newHeaderFixer(iotest.OneByteReader(bytes.NewReader(in)), maxHops, nil, nil))
+		if err != nil && !errors.Is(err, ErrTooManyHops) {
+			t.Fatal(err)
+		}
+		if got, want := errors.Is(err, ErrTooManyHops), receivedFields(in) >= maxHops; got != want {
+			t.Fatalf("refused=%v with %d Received: fields (limit %d)", got, receivedFields(in), maxHops)
+		}
 	})
+}
+
+// receivedLine is a header line that starts a Received: field (RFC 5322
+// §4.5.3 allows white space before the colon).
+var receivedLine = regexp.MustCompile(`(?i)^received[ \t]*:`)
+
+// receivedFields counts the Received: fields of a message's header: the
+// lines up to the first empty one that are not continuations.
+func receivedFields(msg []byte) int {
+	n := 0
+	for _, line := range strings.Split(string(msg), "\r\n") {
+		if line == "" {
+			break
+		}
+		if receivedLine.MatchString(line) {
+			n++
+		}
+	}
+	return n
 }
