@@ -12,6 +12,7 @@ import (
 
 	deliveryv1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/delivery/v1"
 	queuev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/queue/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -103,12 +104,18 @@ func TestDeferredEntryAdmin(t *testing.T) {
 	}}
 	en := e.entry("QREMOTE", "alice@"+e.domain, "bob@remote.test")
 	other := e.entry("QOTHER", "carol@"+e.domain, "dave@elsewhere.test")
-	e.runConsumer(consumerOpts{outbound: out, schedule: retry.Schedule{Floor: time.Hour, Ceiling: 4 * time.Hour, Jitter: 1, Lifetime: 24 * time.Hour}})
+	reg := prometheus.NewRegistry()
+	e.runConsumer(consumerOpts{outbound: out, registry: reg, schedule: retry.Schedule{Floor: time.Hour, Ceiling: 4 * time.Hour, Jitter: 1, Lifetime: 24 * time.Hour}})
 	e.publish(e.js, en, en.GetQueueId())
 	e.publish(e.js, other, other.GetQueueId())
 	waitFor(t, "both entries to be deferred", func() bool {
 		return streamMsgs(t, e.js, queue.DeferredStream(e.nopts)) == 2 && streamMsgs(t, e.js, e.nopts.QueueStream()) == 0
 	})
+	// What an administrator's dashboard shows (mailq | tail -1).
+	if a, d := metricValue(t, reg, "petrel_delivery_queue_entries", "state", "active"),
+		metricValue(t, reg, "petrel_delivery_queue_entries", "state", "deferred"); a != 0 || d != 2 {
+		t.Errorf("queue entries metric: active %v deferred %v, want 0 and 2", a, d)
+	}
 
 	counts, err := adm.CountQueueEntries(ctx, &deliveryv1.CountQueueEntriesRequest{})
 	if err != nil || counts.GetActive() != 0 || counts.GetDeferred() != 2 {
@@ -156,6 +163,15 @@ func TestDeferredEntryAdmin(t *testing.T) {
 	})
 	if n := out.count(); n != 3 {
 		t.Fatalf("outbound called %d times, want 3 (two first attempts, one retry)", n)
+	}
+	if n := metricValue(t, reg, "petrel_delivery_delay_seconds", "outcome", "delivered"); n != 1 {
+		t.Errorf("delivery delay observed for %v delivered recipients, want 1", n)
+	}
+	if n := metricValue(t, reg, "petrel_delivery_recipient_attempts_total", "outcome", "deferred"); n != 2 {
+		t.Errorf("%v deferred attempts counted, want 2", n)
+	}
+	if d := metricValue(t, reg, "petrel_delivery_queue_entries", "state", "deferred"); d != 1 {
+		t.Errorf("queue entries metric after the retry: deferred %v, want 1", d)
 	}
 	waitFor(t, "the object of the delivered remote-only entry to be deleted", func() bool {
 		_, err := e.blobs.Stat(testCtx(t), en.GetBlobKey())

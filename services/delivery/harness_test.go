@@ -19,6 +19,7 @@ import (
 	deliveryv1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/delivery/v1"
 	queuev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/queue/v1"
 	storev1 "github.com/petrel-mail/petrel/proto/gen/go/petrel/store/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -290,6 +291,7 @@ type consumerOpts struct {
 	bouncer     queue.Bouncer
 	concurrency int
 	quiet       bool
+	registry    *prometheus.Registry // the consumer's metrics, if set
 }
 
 // runConsumer starts a delivery consumer; the returned func stops it and
@@ -315,7 +317,7 @@ func (e *env) runConsumer(co consumerOpts) (stop func()) {
 		JS: co.js, NATS: e.nopts, Attempter: att, Blobs: e.blobs, Holds: local.Holds{Messages: e.service.Messages},
 		Schedule: co.schedule, Bouncer: co.bouncer,
 		Concurrency: max(co.concurrency, 8), UnavailableBackoff: 20 * time.Millisecond, UnavailableBackoffMax: 200 * time.Millisecond,
-		Logger: log,
+		Logger: log, Registry: co.registry,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -408,4 +410,35 @@ func (e *env) resolved(addr string) *queuev1.Recipient {
 		r.AccountIds = append(r.AccountIds, a.GetAccountId())
 	}
 	return r
+}
+
+// metricValue is the value of the gauge, counter or histogram count name
+// with label=value in reg (-1: no such sample).
+func metricValue(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() != label || lp.GetValue() != value {
+					continue
+				}
+				switch {
+				case m.GetGauge() != nil:
+					return m.GetGauge().GetValue()
+				case m.GetCounter() != nil:
+					return m.GetCounter().GetValue()
+				case m.GetHistogram() != nil:
+					return float64(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+	}
+	return -1
 }

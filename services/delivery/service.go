@@ -182,6 +182,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 			return nil, err
 		}
 		dead = s.Dead
+		if reg != nil {
+			if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "petrel_delivery_suspended_destinations",
+				Help: "Destinations whose mail is deferred without connecting because none of their hosts answered (--dead-destination-time), as this replica knows them.",
+			}, func() float64 { return float64(s.Dead.Count()) })); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
 	}
 	remote, err := newRemote(cfg, hostname, s.Blobs, storev1.NewDKIMServiceClient(s.Store.Conn), shared, dead, log)
 	if err != nil {

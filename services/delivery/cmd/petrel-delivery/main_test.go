@@ -53,7 +53,9 @@ func TestBinary(t *testing.T) {
 		lifecycletest.WaitHTTP(t, base+"/healthz", http.StatusOK)
 		lifecycletest.WaitHTTP(t, base+"/readyz", http.StatusOK)
 		metrics := lifecycletest.WaitHTTP(t, base+"/metrics", http.StatusOK)
-		for _, want := range []string{"go_goroutines", "petrel_delivery_unavailable_retries_total"} {
+		for _, want := range []string{"go_goroutines", "petrel_delivery_unavailable_retries_total",
+			`petrel_delivery_queue_entries{state="active"} 0`, `petrel_delivery_queue_entries{state="deferred"} 0`,
+			"petrel_delivery_suspended_destinations 0"} {
 			if !strings.Contains(metrics, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}

@@ -150,6 +150,20 @@ func (s *Shared) Suspended(dest string) (reason string, until time.Time, ok bool
 	return v.Reason, v.Until, true
 }
 
+// Count is the number of destinations suspended now.
+func (s *Shared) Count() int {
+	now := time.Now()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, v := range s.m {
+		if now.Before(v.Until) {
+			n++
+		}
+	}
+	return n
+}
+
 // Suspend suspends dest until the given time for every replica. The
 // suspension holds in this replica even when the error (NATS) is not nil.
 func (s *Shared) Suspend(ctx context.Context, dest, reason string, until time.Time) error {

@@ -96,6 +96,9 @@ func TestSuspensionSharedAcrossReplicas(t *testing.T) {
 	if _, _, ok := c.Suspended("example.org"); !ok {
 		t.Error("a new replica does not see the suspension")
 	}
+	if n := c.Count(); n != 1 {
+		t.Errorf("Count %d, want 1", n)
+	}
 
 	// A successful session anywhere ends it everywhere.
 	if err := b.Resume(context.Background(), "example.org"); err != nil {
@@ -123,6 +126,9 @@ func TestSuspensionEndsByItself(t *testing.T) {
 	}
 	if _, _, ok := a.Suspended("example.org"); ok {
 		t.Error("an ended suspension is in force")
+	}
+	if n := a.Count(); n != 0 {
+		t.Errorf("Count %d with only an ended suspension, want 0", n)
 	}
 	if _, _, ok := open(t, o).Suspended("example.org"); ok {
 		t.Error("an ended suspension is in force in a new replica")

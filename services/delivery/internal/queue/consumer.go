@@ -138,11 +138,6 @@ type Consumer struct {
 	metrics *metrics
 }
 
-type metrics struct {
-	recipients *prometheus.CounterVec
-	retries    prometheus.Counter
-}
-
 // New checks the options and returns a Consumer; Run starts it.
 func New(o Options) (*Consumer, error) {
 	var errs []error
@@ -193,18 +188,9 @@ func New(o Options) (*Consumer, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &metrics{
-		recipients: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "petrel_delivery_recipient_attempts_total",
-			Help: "Recipient delivery attempts by outcome (delivered, deferred, bounced).",
-		}, []string{"outcome"}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "petrel_delivery_unavailable_retries_total",
-			Help: "Queue entries put back because an attempt could not be made (store unavailable, queue write failed).",
-		}),
-	}
+	m := newMetrics()
 	if o.Registry != nil {
-		for _, c := range []prometheus.Collector{m.recipients, m.retries} {
+		for _, c := range append(m.collectors(), newDepthCollector(o.JS, o.NATS)) {
 			if err := o.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("queue: register metrics: %w", err)
 			}
@@ -426,6 +412,10 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 	now := c.o.Now()
 	item.Attempts++
 	item.StoreMayReference = item.GetStoreMayReference() || att.StoreMayReference
+	arrival := now
+	if entry.GetReceivedAt() != nil {
+		arrival = entry.GetReceivedAt().AsTime()
+	}
 	answered := make(map[int]bool, len(att.Results))
 	var bounced, deferred []int
 	for _, r := range att.Results {
@@ -439,6 +429,9 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 		st.RemoteMta = r.RemoteMTA
 		st.LastAttemptAt = timestamppb.New(now)
 		c.metrics.recipients.WithLabelValues(r.Outcome.String()).Inc()
+		if r.Outcome == Delivered || r.Outcome == Permanent {
+			c.metrics.delay.WithLabelValues(r.Outcome.String()).Observe(now.Sub(arrival).Seconds())
+		}
 		switch r.Outcome {
 		case Delivered:
 			st.Outcome = deliveryv1.RecipientOutcome_RECIPIENT_OUTCOME_DELIVERED
@@ -461,10 +454,6 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 		}
 	}
 
-	arrival := now
-	if entry.GetReceivedAt() != nil {
-		arrival = entry.GetReceivedAt().AsTime()
-	}
 	var next time.Time
 	if len(deferred) > 0 {
 		var expired bool
@@ -474,6 +463,7 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 			for _, i := range deferred {
 				st := item.Recipients[i]
 				st.LastReply = "giving up after " + c.o.Schedule.Lifetime.String() + " in the queue; last reply: " + st.GetLastReply()
+				c.metrics.delay.WithLabelValues(Permanent.String()).Observe(now.Sub(arrival).Seconds())
 			}
 			bounced, deferred = append(bounced, deferred...), nil
 		}
