@@ -336,6 +336,86 @@ func TestOverQuotaRetryOutlivesGCGrace(t *testing.T) {
 	})
 }
 
+// flakyHolds fails the first Release and records the rest.
+type flakyHolds struct {
+	queue.Holder
+	mu       sync.Mutex
+	failed   int
+	released chan string // keys released
+}
+
+func (h *flakyHolds) Release(ctx context.Context, key, queueID string) error {
+	h.mu.Lock()
+	first := h.failed == 0
+	if first {
+		h.failed++
+	}
+	h.mu.Unlock()
+	if first {
+		return errors.New("store unavailable (test)")
+	}
+	if err := h.Holder.Release(ctx, key, queueID); err != nil {
+		return err
+	}
+	h.released <- key
+	return nil
+}
+
+// TestHoldReleaseRetried: a finished entry whose hold cannot be released
+// (the store is away at that moment) comes back from the deferred stream
+// with nothing to deliver, and its next pass releases the hold; the
+// message is delivered once and the queue ends empty.
+func TestHoldReleaseRetried(t *testing.T) {
+	e := newEnv(t)
+	full := e.account("full")
+	if _, err := e.operator.Admin.UpdateAccount(testCtx(t), updateQuota(full, 10)); err != nil {
+		t.Fatalf("set quota: %v", err)
+	}
+	en := e.entry("QRELEASE", "sender@remote.test", full)
+	en.Recipients[0] = e.resolved(full) // a store Deliver: the object is recorded, then held
+	e.publish(e.js, en, en.GetQueueId())
+	holds := &flakyHolds{released: make(chan string, 1)}
+	var attempts atomic.Int32
+	e.runConsumer(consumerOpts{
+		overQuota: time.Hour,
+		schedule:  retry.Schedule{Floor: 200 * time.Millisecond, Ceiling: 400 * time.Millisecond, Jitter: 1, Lifetime: time.Hour},
+		holds:     func(h queue.Holder) queue.Holder { holds.Holder = h; return holds },
+		wrap: func(a queue.Attempter) queue.Attempter {
+			return attempterFunc(func(ctx context.Context, entry *queuev1.QueueEntry, pending []int) (queue.Attempt, error) {
+				attempts.Add(1)
+				return a.Attempt(ctx, entry, pending)
+			})
+		},
+	})
+	waitFor(t, "an over-quota attempt", func() bool { return attempts.Load() >= 1 })
+	if _, err := e.operator.Admin.UpdateAccount(testCtx(t), updateQuota(full, 0)); err != nil {
+		t.Fatalf("raise quota: %v", err)
+	}
+	select {
+	case key := <-holds.released:
+		if key != en.GetBlobKey() {
+			t.Errorf("released %s, want %s", key, en.GetBlobKey())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the hold was never released")
+	}
+	holds.mu.Lock()
+	if holds.failed != 1 {
+		t.Errorf("%d failed releases, want 1", holds.failed)
+	}
+	holds.mu.Unlock()
+	if n := e.inbox(full); n != 1 {
+		t.Errorf("INBOX holds %d messages, want 1", n)
+	}
+	n := attempts.Load()
+	waitFor(t, "the queue to empty", func() bool {
+		return streamMsgs(t, e.js, e.nopts.QueueStream()) == 0 && streamMsgs(t, e.js, queue.DeferredStream(e.nopts)) == 0
+	})
+	if got := attempts.Load(); got != n {
+		t.Errorf("%d delivery attempts after the delivery; the release pass must attempt nothing", got-n)
+	}
+}
+
 // TestCarriedResolution: a recipient that smtp resolved at RCPT time is
 // delivered to the accounts the entry names, without another look-up (the
 // address here would not resolve at all); one without is resolved.

@@ -292,6 +292,8 @@ type consumerOpts struct {
 	concurrency int
 	quiet       bool
 	registry    *prometheus.Registry // the consumer's metrics, if set
+	// holds, if set, wraps the consumer's Holder.
+	holds func(queue.Holder) queue.Holder
 }
 
 // runConsumer starts a delivery consumer; the returned func stops it and
@@ -313,11 +315,15 @@ func (e *env) runConsumer(co consumerOpts) (stop func()) {
 	if testing.Verbose() && !co.quiet {
 		log = slog.New(slog.NewTextHandler(tWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	var holds queue.Holder = local.Holds{Messages: e.service.Messages}
+	if co.holds != nil {
+		holds = co.holds(holds)
+	}
 	c, err := queue.New(queue.Options{
-		JS: co.js, NATS: e.nopts, Attempter: att, Blobs: e.blobs, Holds: local.Holds{Messages: e.service.Messages},
+		JS: co.js, NATS: e.nopts, Attempter: att, Blobs: e.blobs, Holds: holds,
 		Schedule: co.schedule, Bouncer: co.bouncer,
 		Concurrency: max(co.concurrency, 8), UnavailableBackoff: 20 * time.Millisecond, UnavailableBackoffMax: 200 * time.Millisecond,
-		Logger: log, Registry: co.registry,
+		Logger: log, Registry: registerer(co.registry),
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -441,4 +447,12 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name, label, value stri
 		}
 	}
 	return -1
+}
+
+// registerer is reg as an interface value: nil stays nil.
+func registerer(reg *prometheus.Registry) prometheus.Registerer {
+	if reg == nil {
+		return nil
+	}
+	return reg
 }

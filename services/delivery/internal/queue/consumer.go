@@ -595,8 +595,11 @@ func (c *Consumer) finished(ctx context.Context, item *deliveryv1.QueueItem, log
 	if item.GetStoreHold() && c.o.Holds != nil {
 		if err := c.o.Holds.Release(ctx, key, item.GetEntry().GetQueueId()); err != nil {
 			// A hold left behind keeps the object (space); releasing
-			// early could lose mail.
-			log.Warn("release the message object of a finished entry", "key", key, "error", err)
+			// early could lose mail. The finished entry goes back to the
+			// deferred stream, with nothing left to deliver, and its next
+			// pass tries the release again.
+			log.Warn("release the message object of a finished entry; trying again later", "key", key, "error", err)
+			c.releaseLater(ctx, item, log)
 		}
 	}
 	if item.GetStoreMayReference() || c.o.Blobs == nil || key == "" {
@@ -605,6 +608,21 @@ func (c *Consumer) finished(ctx context.Context, item *deliveryv1.QueueItem, log
 	if err := c.o.Blobs.Delete(ctx, key); err != nil {
 		// A leaked object costs space; deleting one in use would lose mail.
 		log.Warn("delete the message object of a finished entry", "key", key, "error", err)
+	}
+}
+
+// releaseLater queues a finished entry whose hold could not be released:
+// when it is due, process finds no recipient to attempt and only finishes
+// it again. If that cannot be queued either, the hold's own expiry (the
+// store's) is what is left.
+func (c *Consumer) releaseLater(ctx context.Context, item *deliveryv1.QueueItem, log *slog.Logger) {
+	item.State = deliveryv1.QueueState_QUEUE_STATE_DEFERRED
+	item.NextAttemptAt = timestamppb.New(c.o.Now().Add(c.o.Schedule.Floor))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	id := fmt.Sprintf("%s.%d.release", item.GetEntry().GetQueueId(), item.GetAttempts())
+	if err := c.publishDeferred(ctx, item, id); err != nil {
+		log.Warn("finished entry not queued for its release; the store's hold expires by itself", "error", err)
 	}
 }
 
