@@ -271,7 +271,9 @@ func (t *Transport) suspend(ctx context.Context, dest string, last hostFailure) 
 	until := time.Now().Add(t.opts.DeadDestinationTime)
 	t.opts.Logger.Warn("no host of the destination answered; its mail is deferred without connecting until the suspension ends",
 		"destination", dest, "until", until, "reason", reason)
-	if err := t.opts.Suspensions.Suspend(context.WithoutCancel(ctx), dest, reason, until); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := t.opts.Suspensions.Suspend(ctx, dest, reason, until); err != nil {
 		t.opts.Logger.Warn("suspension not shared with the other replicas", "destination", dest, "err", err)
 	}
 }
