@@ -491,3 +491,46 @@ func TestValidate(t *testing.T) {
 		t.Error("PublishDedup accepted an empty message id")
 	}
 }
+
+// TestEnsureKeyValueReplacesMemoryBucket: a bucket of an earlier version,
+// in memory, cannot be updated to file storage; EnsureKeyValue replaces it
+// (its keys are leases and hints) and is idempotent afterwards.
+func TestEnsureKeyValueReplacesMemoryBucket(t *testing.T) {
+	ctx := testCtx(t)
+	o := natsx.Options{Prefix: testenv.Prefix() + "_kv"}
+	nc, js := connect(t, fastConfig(&logBuffer{}, testenv.NATSURL(t)))
+	if err := natsx.WaitConnected(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = natsx.DeleteStreams(ctx, js, o)
+	})
+	cfg := o.DeadDestinationsConfig()
+	old := cfg
+	old.Storage = jetstream.MemoryStorage
+	kv, err := js.CreateKeyValue(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "d.old", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		kv, err = natsx.EnsureKeyValue(ctx, js, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage; got != jetstream.FileStorage {
+			t.Fatalf("storage %v, want file", got)
+		}
+	}
+	if _, err := kv.Get(ctx, "d.old"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the old bucket's key: %v, want it gone with the bucket", err)
+	}
+}

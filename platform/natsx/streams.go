@@ -177,9 +177,11 @@ func (o Options) subject(s string) string {
 // DestinationSlots is the name of the destination slot bucket.
 func (o Options) DestinationSlots() string { return o.name(DestinationSlotsBucket) }
 
-// DestinationSlotsConfig declares the destination slot bucket: in memory
-// (slots are leases, worth nothing after a restart), keys expiring after
-// ttl, with the queue's replicas.
+// DestinationSlotsConfig declares the destination slot bucket: keys
+// expiring after ttl, with the queue's replicas. On disk, although slots
+// are leases: a memory bucket vanishes when a single server restarts, and
+// the replicas would have to declare it again; a file one is still there
+// when they reconnect (EnsureKeyValue replaces a memory one).
 func (o Options) DestinationSlotsConfig(ttl time.Duration) jetstream.KeyValueConfig {
 	o = o.withDefaults()
 	return jetstream.KeyValueConfig{
@@ -187,7 +189,7 @@ func (o Options) DestinationSlotsConfig(ttl time.Duration) jetstream.KeyValueCon
 		Description: "Petrel: concurrent SMTP sessions per destination, shared by delivery replicas",
 		History:     1,
 		TTL:         ttl,
-		Storage:     jetstream.MemoryStorage,
+		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	}
 }
@@ -195,9 +197,8 @@ func (o Options) DestinationSlotsConfig(ttl time.Duration) jetstream.KeyValueCon
 // DeadDestinations is the name of the dead destination bucket.
 func (o Options) DeadDestinations() string { return o.name(DeadDestinationsBucket) }
 
-// DeadDestinationsConfig declares the dead destination bucket: in memory
-// (a suspension is a few minutes' hint, worth nothing after a restart),
-// with the queue's replicas.
+// DeadDestinationsConfig declares the dead destination bucket, with the
+// queue's replicas; on disk for the reason DestinationSlotsConfig gives.
 func (o Options) DeadDestinationsConfig() jetstream.KeyValueConfig {
 	o = o.withDefaults()
 	return jetstream.KeyValueConfig{
@@ -205,9 +206,36 @@ func (o Options) DeadDestinationsConfig() jetstream.KeyValueConfig {
 		Description: "Petrel: destinations whose mail is deferred without connecting, shared by delivery replicas",
 		History:     1,
 		TTL:         DeadDestinationsMaxTTL,
-		Storage:     jetstream.MemoryStorage,
+		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	}
+}
+
+// EnsureKeyValue creates or updates a key-value bucket declared here. A
+// bucket whose storage differs (the memory buckets of earlier versions)
+// cannot be updated: it is deleted and created again, which these buckets,
+// holding leases and hints, can afford.
+func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err == nil {
+		return kv, nil
+	}
+	old, gerr := js.KeyValue(ctx, cfg.Bucket)
+	if gerr != nil {
+		return nil, err
+	}
+	st, serr := old.Status(ctx)
+	if serr != nil {
+		return nil, err
+	}
+	info, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || info.StreamInfo().Config.Storage == cfg.Storage {
+		return nil, err
+	}
+	if derr := js.DeleteKeyValue(ctx, cfg.Bucket); derr != nil && !errors.Is(derr, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("natsx: replace bucket %s: %w", cfg.Bucket, derr)
+	}
+	return js.CreateOrUpdateKeyValue(ctx, cfg)
 }
 
 // QueueStream is the name of the mail queue stream.

@@ -19,7 +19,10 @@
 //
 // NATS failures are returned to the caller, which logs them: the
 // suspension is then this replica's alone (it is kept in memory first),
-// which is what a single replica would do anyway.
+// which is what a single replica would do anyway. The bucket is on disk,
+// so it outlives a NATS restart; the watch (nats.go's ordered consumer)
+// resumes by itself once it misses the server's heartbeats, about half a
+// minute later, without restarting the replica.
 package deaddest
 
 import (
@@ -66,7 +69,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o natsx.Options, log *slo
 	if log == nil {
 		log = slog.Default()
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, o.DeadDestinationsConfig())
+	kv, err := natsx.EnsureKeyValue(ctx, js, o.DeadDestinationsConfig())
 	if err != nil {
 		return nil, fmt.Errorf("deaddest: bucket %s: %w", o.DeadDestinations(), err)
 	}

@@ -57,11 +57,12 @@ func open(t *testing.T, o natsx.Options) *replica {
 	return &replica{nc: nc, Shared: s}
 }
 
-// eventually waits for another replica's watch to apply a change: the
+// eventually waits for another replica's watch to apply a change (a minute
+// at most: after a NATS restart the watch takes half of that): the
 // watch has no event a test can wait on, so this polls, bounded.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -61,7 +61,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o natsx.Options, max int,
 	if log == nil {
 		log = slog.Default()
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, o.DestinationSlotsConfig(ttl))
+	kv, err := natsx.EnsureKeyValue(ctx, js, o.DestinationSlotsConfig(ttl))
 	if err != nil {
 		return nil, fmt.Errorf("destlimit: bucket %s: %w", o.DestinationSlots(), err)
 	}
