@@ -153,13 +153,11 @@ func TestStoreDown(t *testing.T) {
 // entries are being delivered; every entry is delivered exactly once.
 func TestNATSRestart(t *testing.T) {
 	e := newEnv(t)
-	dir := t.TempDir()
-	srv, err := embedded.Start(embedded.Config{StoreDir: dir})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Shutdown() })
-	port := portOf(t, srv.ClientURL())
 	js := connectJS(t, srv.ClientURL())
 	ctx := testCtx(t)
 	if err := natsx.EnsureStreams(ctx, js, e.nopts); err != nil {
@@ -185,12 +183,9 @@ func TestNATSRestart(t *testing.T) {
 		})
 	}})
 	<-halfway
-	srv.Shutdown()
-	srv2, err := embedded.Start(embedded.Config{StoreDir: dir, Port: port})
-	if err != nil {
+	if srv, err = srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv2.Shutdown)
 	waitFor(t, "every entry to be acknowledged after the restart", func() bool {
 		return streamMsgs(t, js, e.nopts.QueueStream()) == 0
 	})

@@ -364,19 +364,6 @@ func updateQuota(addr string, bytes int64) *storev1.UpdateAccountRequest {
 	return &storev1.UpdateAccountRequest{Address: addr, QuotaBytes: proto.Int64(bytes)}
 }
 
-func portOf(t testing.TB, clientURL string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(strings.TrimPrefix(clientURL, "nats://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // recordingBouncer records bounces as "<queue id> <address> <reply>".
 type recordingBouncer struct {
 	mu   sync.Mutex

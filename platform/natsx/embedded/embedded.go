@@ -67,7 +67,8 @@ func (c Config) Validate() error {
 // Server is a running embedded NATS server. It implements
 // nats.InProcessConnProvider, so it can be given to natsx.Config.InProcess.
 type Server struct {
-	ns *server.Server
+	ns  *server.Server
+	cfg Config // as started (Restart)
 }
 
 // Start starts a server and returns once it accepts connections and
@@ -115,7 +116,7 @@ func Start(cfg Config) (*Server, error) {
 		ns.SetLoggerV2(slogAdapter{l}, l.Enabled(context.Background(), slog.LevelDebug), false, false)
 	}
 	ns.Start()
-	s := &Server{ns: ns}
+	s := &Server{ns: ns, cfg: cfg}
 	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready for connections within %s (store dir %s)", cfg.ReadyTimeout, cfg.StoreDir)
@@ -138,6 +139,18 @@ func (s *Server) ClientURL() string {
 // InProcessConn opens a connection to the server without the network.
 func (s *Server) InProcessConn() (net.Conn, error) {
 	return s.ns.InProcessConn()
+}
+
+// Restart shuts the server down and starts a new one on the same store
+// directory and port, as a restarted nats-server would be: clients
+// reconnect to it and find their streams. For tests of recovery.
+func (s *Server) Restart() (*Server, error) {
+	cfg := s.cfg
+	if a, ok := s.ns.Addr().(*net.TCPAddr); ok {
+		cfg.Port = a.Port
+	}
+	s.Shutdown()
+	return Start(cfg)
 }
 
 // Shutdown stops the server and waits until it has released its store, so

@@ -1,6 +1,7 @@
 package embedded_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/petrel-mail/petrel/platform/natsx/embedded"
 )
@@ -102,5 +104,40 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (embedded.Config{StoreDir: "x"}).Validate(); err != nil {
 		t.Errorf("minimal config: %v", err)
+	}
+}
+
+// TestRestart: the restarted server listens where the first did and has
+// its streams; a client with reconnects on finds it by itself.
+func TestRestart(t *testing.T) {
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := srv.ClientURL()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "KEPT", Subjects: []string{"kept"}}); err != nil {
+		t.Fatal(err)
+	}
+	srv2, err := srv.Restart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Shutdown()
+	if got := srv2.ClientURL(); got != url {
+		t.Fatalf("restarted on %s, want %s", got, url)
+	}
+	if _, err := js.Stream(ctx, "KEPT"); err != nil {
+		t.Fatalf("stream after the restart: %v", err)
 	}
 }

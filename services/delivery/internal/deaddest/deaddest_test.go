@@ -38,9 +38,11 @@ type replica struct {
 	*Shared
 }
 
-func open(t *testing.T, o natsx.Options) *replica {
+// open is a replica on its own connection to url (reconnecting forever,
+// quickly).
+func open(t *testing.T, url string, o natsx.Options) *replica {
 	t.Helper()
-	nc, err := nats.Connect(testenv.NATSURL(t))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +75,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func TestSuspensionSharedAcrossReplicas(t *testing.T) {
 	o := options(t)
-	a, b := open(t, o), open(t, o)
+	a, b := open(t, testenv.NATSURL(t), o), open(t, testenv.NATSURL(t), o)
 	until := time.Now().Add(time.Hour).Round(time.Millisecond)
 	if err := a.Suspend(context.Background(), "Example.ORG", "mx.example.org[192.0.2.1:25]: connect: connection refused", until); err != nil {
 		t.Fatal(err)
@@ -93,7 +95,7 @@ func TestSuspensionSharedAcrossReplicas(t *testing.T) {
 		t.Error("another destination is suspended")
 	}
 	// A replica that starts later loads it before Open returns.
-	c := open(t, o)
+	c := open(t, testenv.NATSURL(t), o)
 	if _, _, ok := c.Suspended("example.org"); !ok {
 		t.Error("a new replica does not see the suspension")
 	}
@@ -121,7 +123,7 @@ func TestSuspensionSharedAcrossReplicas(t *testing.T) {
 // force, in the replica that wrote it or in one that starts later.
 func TestSuspensionEndsByItself(t *testing.T) {
 	o := options(t)
-	a := open(t, o)
+	a := open(t, testenv.NATSURL(t), o)
 	if err := a.Suspend(context.Background(), "example.org", "old", time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +133,7 @@ func TestSuspensionEndsByItself(t *testing.T) {
 	if n := a.Count(); n != 0 {
 		t.Errorf("Count %d with only an ended suspension, want 0", n)
 	}
-	if _, _, ok := open(t, o).Suspended("example.org"); ok {
+	if _, _, ok := open(t, testenv.NATSURL(t), o).Suspended("example.org"); ok {
 		t.Error("an ended suspension is in force in a new replica")
 	}
 }
@@ -139,7 +141,7 @@ func TestSuspensionEndsByItself(t *testing.T) {
 // Without NATS a suspension still holds in the replica, and the error
 // says it was not shared.
 func TestSuspensionWithoutNATS(t *testing.T) {
-	a := open(t, options(t))
+	a := open(t, testenv.NATSURL(t), options(t))
 	a.nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -2,9 +2,6 @@ package destlimit
 
 import (
 	"context"
-	"net"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,14 +17,11 @@ import (
 // again (before the bucket was on disk, it vanished with the server and
 // every replica fell back to its local limit until it was restarted).
 func TestSharedLimitSurvivesNATSRestart(t *testing.T) {
-	dir := t.TempDir()
-	srv, err := embedded.Start(embedded.Config{StoreDir: dir})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Shutdown() })
-	_, p, _ := net.SplitHostPort(strings.TrimPrefix(srv.ClientURL(), "nats://"))
-	port, _ := strconv.Atoi(p)
 	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -44,12 +38,9 @@ func TestSharedLimitSurvivesNATSRestart(t *testing.T) {
 	rel := must(t, context.Background(), s, "example.org")
 	rel()
 
-	srv.Shutdown()
-	srv2, err := embedded.Start(embedded.Config{StoreDir: dir, Port: port})
-	if err != nil {
+	if srv, err = srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv2.Shutdown)
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
