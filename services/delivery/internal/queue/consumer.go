@@ -613,11 +613,22 @@ func (c *Consumer) finished(ctx context.Context, item *deliveryv1.QueueItem, log
 
 // releaseLater queues a finished entry whose hold could not be released:
 // when it is due, process finds no recipient to attempt and only finishes
-// it again. If that cannot be queued either, the hold's own expiry (the
-// store's) is what is left.
+// it again. The passes follow the retry schedule and end with the queue
+// lifetime (a release that keeps failing, for whatever reason, is not
+// tried forever); then, or if the entry cannot be queued, the hold's own
+// expiry (the store's) is what is left.
 func (c *Consumer) releaseLater(ctx context.Context, item *deliveryv1.QueueItem, log *slog.Logger) {
+	now, arrival := c.o.Now(), c.o.Now()
+	if at := item.GetEntry().GetReceivedAt(); at != nil {
+		arrival = at.AsTime()
+	}
+	next, expired := c.o.Schedule.Next(int(item.GetAttempts()), arrival, now, c.o.Rand)
+	if expired {
+		log.Warn("finished entry's hold still not released after the queue lifetime; the store's hold expires by itself")
+		return
+	}
 	item.State = deliveryv1.QueueState_QUEUE_STATE_DEFERRED
-	item.NextAttemptAt = timestamppb.New(c.o.Now().Add(c.o.Schedule.Floor))
+	item.NextAttemptAt = timestamppb.New(next)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	id := fmt.Sprintf("%s.%d.release", item.GetEntry().GetQueueId(), item.GetAttempts())
