@@ -186,8 +186,7 @@ func matches(req *deliveryv1.ListQueueEntriesRequest, item *deliveryv1.QueueItem
 	}
 	if dom := strings.TrimPrefix(req.GetRecipientDomain(), "@"); dom != "" {
 		for _, r := range e.GetRecipients() {
-			addr := r.GetAddress()
-			if at := strings.LastIndexByte(addr, '@'); at >= 0 && strings.EqualFold(addr[at+1:], dom) {
+			if d, ok := domainOf(r.GetAddress()); ok && strings.EqualFold(d, dom) {
 				return true
 			}
 		}
@@ -394,12 +393,20 @@ func unfinishedDomains(item *deliveryv1.QueueItem) []string {
 		case deliveryv1.RecipientOutcome_RECIPIENT_OUTCOME_DELIVERED, deliveryv1.RecipientOutcome_RECIPIENT_OUTCOME_BOUNCED:
 			continue
 		}
-		addr := r.GetRecipient().GetAddress()
-		if at := strings.LastIndexByte(addr, '@'); at >= 0 {
-			if d := strings.ToLower(addr[at+1:]); !slices.Contains(out, d) {
+		if d, ok := domainOf(r.GetRecipient().GetAddress()); ok {
+			if d = strings.ToLower(d); !slices.Contains(out, d) {
 				out = append(out, d)
 			}
 		}
 	}
 	return out
+}
+
+// domainOf is the domain of an address (after its last '@').
+func domainOf(addr string) (string, bool) {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return "", false
+	}
+	return addr[at+1:], true
 }

@@ -412,10 +412,7 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg, item *deliver
 	now := c.o.Now()
 	item.Attempts++
 	item.StoreMayReference = item.GetStoreMayReference() || att.StoreMayReference
-	arrival := now
-	if entry.GetReceivedAt() != nil {
-		arrival = entry.GetReceivedAt().AsTime()
-	}
+	arrival := arrivalOf(entry, now)
 	answered := make(map[int]bool, len(att.Results))
 	var bounced, deferred []int
 	for _, r := range att.Results {
@@ -611,6 +608,15 @@ func (c *Consumer) finished(ctx context.Context, item *deliveryv1.QueueItem, log
 	}
 }
 
+// arrivalOf is when entry arrived (its 250); now for an entry that does
+// not say.
+func arrivalOf(entry *queuev1.QueueEntry, now time.Time) time.Time {
+	if at := entry.GetReceivedAt(); at != nil {
+		return at.AsTime()
+	}
+	return now
+}
+
 // releaseLater queues a finished entry whose hold could not be released:
 // when it is due, process finds no recipient to attempt and only finishes
 // it again. The passes follow the retry schedule and end with the queue
@@ -618,11 +624,8 @@ func (c *Consumer) finished(ctx context.Context, item *deliveryv1.QueueItem, log
 // tried forever); then, or if the entry cannot be queued, the hold's own
 // expiry (the store's) is what is left.
 func (c *Consumer) releaseLater(ctx context.Context, item *deliveryv1.QueueItem, log *slog.Logger) {
-	now, arrival := c.o.Now(), c.o.Now()
-	if at := item.GetEntry().GetReceivedAt(); at != nil {
-		arrival = at.AsTime()
-	}
-	next, expired := c.o.Schedule.Next(int(item.GetAttempts()), arrival, now, c.o.Rand)
+	now := c.o.Now()
+	next, expired := c.o.Schedule.Next(int(item.GetAttempts()), arrivalOf(item.GetEntry(), now), now, c.o.Rand)
 	if expired {
 		log.Warn("finished entry's hold still not released after the queue lifetime; the store's hold expires by itself")
 		return
