@@ -76,16 +76,6 @@ func (b *syncBuffer) String() string {
 // services are separate processes configured by flags, so they cannot be
 // handed a listener; fixed free ports keep this test off the default ports
 // a developer's own `make dev` uses.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // newDeployment prepares a `make dev` run on the test's PostgreSQL
 // database, bucket and NATS prefix (scripts/test-deps.sh uses the
 // PETREL_TEST_* settings it finds in the environment), with its data in a
@@ -97,7 +87,7 @@ func newDeployment(t *testing.T) *deployment {
 	}
 	d := &deployment{t: t, root: root, data: t.TempDir(), addrs: map[string]string{}}
 	for _, name := range []string{"store_grpc", "store_metrics", "smtp_mx", "smtp_submission", "smtp_submissions", "smtp_metrics", "delivery_grpc", "delivery_metrics", "imap_metrics", "pop3_metrics"} {
-		d.addrs[name] = freePort(t)
+		d.addrs[name] = testenv.FreeAddr(t)
 	}
 	s3 := testenv.NewBucket(t)
 	for _, kv := range os.Environ() {
@@ -131,7 +121,7 @@ func newDeployment(t *testing.T) *deployment {
 		// Remote mail goes to a smarthost that refuses connections, so it
 		// stays deferred in the queue for the queue commands to find. A
 		// shared variable: it reaches only services with that flag.
-		"PETREL_SMARTHOST="+freePort(t),
+		"PETREL_SMARTHOST="+testenv.FreeAddr(t),
 		// petrelctl finds the store and the delivery service here.
 		"PETREL_SERVER="+d.addrs["store_grpc"],
 		"PETREL_QUEUE_SERVER="+d.addrs["delivery_grpc"],

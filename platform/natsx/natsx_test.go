@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -334,12 +333,7 @@ func checkEnsureStreamsIdempotent(t *testing.T, ctx context.Context, url string,
 // A service started before NATS connects once NATS comes up.
 func TestConnectBeforeServerStarts(t *testing.T) {
 	ctx := testCtx(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := testenv.FreePort(t)
 
 	logs := &logBuffer{}
 	nc, js := connect(t, fastConfig(logs, "nats://127.0.0.1:"+strconv.Itoa(port)))

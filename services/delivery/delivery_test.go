@@ -153,7 +153,7 @@ func TestStoreDown(t *testing.T) {
 // entries are being delivered; every entry is delivered exactly once.
 func TestNATSRestart(t *testing.T) {
 	e := newEnv(t)
-	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), Port: testenv.FreePort(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -68,16 +67,6 @@ func (s *storeProc) stop(t testing.TB) {
 	}
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // env is one test's world: a real store (PostgreSQL, MinIO), its own
 // streams on the shared NATS server, a tenant with accounts.
 type env struct {
@@ -110,7 +99,7 @@ func newEnvWith(t testing.TB, storeArgs ...string) *env {
 	e := &env{t: t, password: "correct horse battery"}
 	e.store = &storeProc{
 		bin:  buildStore(t),
-		addr: freeAddr(t),
+		addr: testenv.FreeAddr(t),
 		args: []string{
 			"--postgres-url=" + testenv.NewDatabase(t),
 			"--s3-endpoint=" + s3.Endpoint, "--s3-bucket=" + s3.Bucket,

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/petrel-mail/petrel/platform/natsx/embedded"
+	"github.com/petrel-mail/petrel/platform/testenv"
 )
 
 // roundTrip proves the server routes messages for nc: a request answered by
@@ -110,7 +111,7 @@ func TestConfigValidate(t *testing.T) {
 // TestRestart: the restarted server listens where the first did and has
 // its streams; a client with reconnects on finds it by itself.
 func TestRestart(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), Port: testenv.FreePort(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

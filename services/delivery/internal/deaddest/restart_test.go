@@ -7,13 +7,14 @@ import (
 
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/natsx/embedded"
+	"github.com/petrel-mail/petrel/platform/testenv"
 )
 
 // TestSurvivesNATSRestart: after the NATS server restarts, suspensions
 // are shared again without restarting the replicas: the bucket is still
 // there and each replica's watch follows it again.
 func TestSurvivesNATSRestart(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), Port: testenv.FreePort(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

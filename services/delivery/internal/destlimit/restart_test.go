@@ -10,6 +10,7 @@ import (
 
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/natsx/embedded"
+	"github.com/petrel-mail/petrel/platform/testenv"
 )
 
 // TestSharedLimitSurvivesNATSRestart: after the NATS server restarts, the
@@ -17,7 +18,7 @@ import (
 // again (before the bucket was on disk, it vanished with the server and
 // every replica fell back to its local limit until it was restarted).
 func TestSharedLimitSurvivesNATSRestart(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
+	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), Port: testenv.FreePort(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -176,34 +176,6 @@ func (m *mx) stats() (conns, mails int) {
 	return m.conns, m.mails
 }
 
-// freePort finds a port that is free on every loopback address we use:
-// the test MXes share one port, as MXes in production share 25.
-func freePort(t *testing.T, ips ...string) int {
-	t.Helper()
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		ok := true
-		for _, ip := range ips {
-			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return port
-		}
-	}
-	t.Fatal("no common free port")
-	return 0
-}
-
 // testCert makes a CA and a server certificate for names, signed by it.
 func testCert(t *testing.T, names ...string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/petrel-mail/petrel/platform/testenv"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx"
 	"github.com/petrel-mail/petrel/services/delivery/internal/dnsx/dnstest"
 	"github.com/petrel-mail/petrel/services/delivery/internal/downgrade"
@@ -38,7 +39,7 @@ type env struct {
 
 func newEnv(t *testing.T, ips ...string) *env {
 	dns := dnstest.Start(t)
-	port := freePort(t, ips...)
+	port := testenv.FreePort(t, ips...)
 	return &env{t: t, dns: dns, port: port,
 		router: &route.Router{Resolver: &dnsx.Client{Server: dns.Addr, Timeout: 2 * time.Second}, Port: port}}
 }
