@@ -12,11 +12,17 @@
 #      PETREL_TEST_NATS_URL, PETREL_TEST_S3_ENDPOINT) is used as is;
 #   2. an instance this script started earlier (state in $PETREL_DEPS_DIR) is
 #      reused when it still answers;
-#   3. a server already listening on its standard loopback port is used
-#      (PostgreSQL 5432 with trust auth, NATS 4222 with JetStream);
+#   3. PostgreSQL only: a server already listening on 127.0.0.1:5432 with
+#      trust auth is used;
 #   4. otherwise the script starts its own in $PETREL_DEPS_DIR, installing the
 #      Debian package (postgresql, nats-server) or building MinIO with
 #      `go install` at a pinned version, cached in $PETREL_CACHE.
+#
+# NATS is always the script's own (it starts in milliseconds): a system
+# nats-server on 4222 is not reused, because its log and its fate are not
+# ours — one vanished mid-run here with nothing in its log, and every NATS
+# test after it failed; our own writes its stderr (a panic included) to
+# $PETREL_DEPS_DIR/nats/nats.log and is started again by the next run.
 #
 # Only settings go to stdout; progress goes to stderr. With dev, the data
 # directory is persistent ($PETREL_DEPS_DIR defaults to .data/deps under the
@@ -148,10 +154,6 @@ nats_url() {
 		port_open 127.0.0.1 "$NATS_PORT"; then
 		log "reusing NATS on 127.0.0.1:$NATS_PORT"
 		echo "nats://127.0.0.1:$NATS_PORT"; return
-	fi
-	if [[ $MODE != dev ]] && port_open 127.0.0.1 4222; then
-		log "using NATS already running on 127.0.0.1:4222"
-		echo "nats://127.0.0.1:4222"; return
 	fi
 	local bin
 	bin=$(command -v nats-server 2>/dev/null || true)
