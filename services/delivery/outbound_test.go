@@ -697,7 +697,7 @@ func TestDestinationLimitSharedByReplicas(t *testing.T) {
 
 	var replicas []*delivery.Remote
 	for i := range 2 {
-		limit, err := destlimit.Open(ctx, connectJS(t, testenv.NATSURL(t)), e.nopts, 1, time.Minute, fmt.Sprintf("replica-%d", i), nil)
+		limit, err := destlimit.Open(ctx, connectJS(t, testenv.NATSURL(t)), e.nopts, destlimit.Config{Max: 1, TTL: time.Minute, Holder: fmt.Sprintf("replica-%d", i)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -171,8 +171,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	}
 	var shared smtpout.SharedLimiter
 	if !cfg.LocalDestinationLimit {
-		if shared, err = destlimit.Open(ctx, s.JS, nopts, cfg.MaxConnsPerDestination, destlimit.DefaultTTL,
-			fmt.Sprintf("%s/%d", hostname, os.Getpid()), log); err != nil {
+		if shared, err = destlimit.Open(ctx, s.JS, nopts, destlimit.Config{Max: cfg.MaxConnsPerDestination,
+			Initial: cfg.InitialConnsPerDestination, Holder: fmt.Sprintf("%s/%d", hostname, os.Getpid()), Logger: log}); err != nil {
 			return nil, err
 		}
 	}

@@ -91,7 +91,7 @@ func TestBinary(t *testing.T) {
 		}
 	})
 	t.Run("BadConfig", func(t *testing.T) {
-		code, out := runToExit(t, bin, []string{"--metrics-listen=nonsense", "--shutdown-grace=-1s", "--concurrency=0", "--retry-ceiling=1s"}, []string{"PETREL_LOG_FORMAT=xml"})
+		code, out := runToExit(t, bin, []string{"--metrics-listen=nonsense", "--shutdown-grace=-1s", "--concurrency=0", "--retry-ceiling=1s", "--initial-conns-per-destination=-1"}, []string{"PETREL_LOG_FORMAT=xml"})
 		if code == 0 {
 			t.Fatalf("exit code 0 with a bad config:\n%s", out)
 		}
@@ -103,6 +103,7 @@ func TestBinary(t *testing.T) {
 			"--s3-bucket: a bucket is required",
 			"--concurrency: must be positive",
 			"--retry-ceiling: retry ceiling 1s must be at least floor",
+			"--initial-conns-per-destination: must be 0 (no slow start) or positive",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)

@@ -41,6 +41,11 @@ func options(t *testing.T) natsx.Options {
 
 func open(t *testing.T, o natsx.Options, max int, ttl time.Duration, name string) *replica {
 	t.Helper()
+	return openConfig(t, o, Config{Max: max, TTL: ttl, Holder: name})
+}
+
+func openConfig(t *testing.T, o natsx.Options, c Config) *replica {
+	t.Helper()
 	nc, err := nats.Connect(testenv.NATSURL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +55,7 @@ func open(t *testing.T, o natsx.Options, max int, ttl time.Duration, name string
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), js, o, max, ttl, name, nil)
+	s, err := Open(context.Background(), js, o, c)
 	if err != nil {
 		t.Fatal(err)
 	}

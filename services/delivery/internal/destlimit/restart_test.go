@@ -34,7 +34,7 @@ func TestSharedLimitSurvivesNATSRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), js, natsx.Options{Prefix: "restart"}, 1, time.Minute, "r", nil)
+	s, err := Open(context.Background(), js, natsx.Options{Prefix: "restart"}, Config{Max: 1, TTL: time.Minute, Holder: "r"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package smtpout
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -172,4 +174,68 @@ func TestSuspensionsOff(t *testing.T) {
 	if n := dialer.n.Load(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
 	}
+}
+
+// feedbackLimiter is a SharedLimiter without limits that records the
+// feedback it gets and answers "dead" as told.
+type feedbackLimiter struct {
+	dead   atomic.Bool
+	got    chan string
+	failed atomic.Bool
+}
+
+func (f *feedbackLimiter) Acquire(context.Context, string) (func(), error) { return func() {}, nil }
+
+func (f *feedbackLimiter) Feedback(_ context.Context, dest string, answered bool) (bool, error) {
+	if f.failed.Load() {
+		return false, errors.New("NATS away")
+	}
+	f.got <- fmt.Sprintf("%s %v", dest, answered)
+	return !answered && f.dead.Load(), nil
+}
+
+// With a shared limiter (slow start), a delivery no host answered is
+// negative feedback, and the destination is suspended only when the
+// limiter finds it dead: a host that refuses the sessions beyond the few
+// it accepts must not stop the ones it accepts. An answered delivery is
+// positive feedback. When the limiter fails, no answer suspends at once.
+func TestSuspensionFollowsSharedFeedback(t *testing.T) {
+	e := newEnv(t, "127.0.0.2", "127.0.0.3")
+	e.dns.Add(t,
+		"busy.example. IN MX 10 mx.busy.example.", "mx.busy.example. IN A 127.0.0.2",
+		"ok.example. IN MX 10 mx.ok.example.", "mx.ok.example. IN A 127.0.0.3",
+	)
+	startRaw(t, "127.0.0.2", e.port, "421 4.7.0 too many connections from your IP\r\n")
+	startMX(t, "127.0.0.3", e.port, nil)
+	fl := &feedbackLimiter{got: make(chan string, 1)}
+	tr := newTransport(t, func(o *Options) { o.SharedLimit = fl })
+
+	if r := tr.Deliver(context.Background(), e.route("busy.example"), msg("a@busy.example"))[0]; r.Status != Temporary || r.Reply == nil || r.Reply.Code != 421 {
+		t.Fatalf("421 greeting: %+v", r)
+	}
+	if got := <-fl.got; got != "busy.example false" {
+		t.Fatalf("feedback %q", got)
+	}
+	if _, _, ok := tr.opts.Suspensions.Suspended("busy.example"); ok {
+		t.Fatal("suspended although the shared limiter did not find it dead")
+	}
+	fl.dead.Store(true)
+	tr.Deliver(context.Background(), e.route("busy.example"), msg("b@busy.example"))
+	<-fl.got
+	suspendedUntil(t, tr, "busy.example")
+
+	if r := tr.Deliver(context.Background(), e.route("ok.example"), msg("c@ok.example"))[0]; r.Status != Delivered {
+		t.Fatalf("ok.example: %+v", r)
+	}
+	if got := <-fl.got; got != "ok.example true" {
+		t.Fatalf("feedback %q", got)
+	}
+
+	fl.failed.Store(true)
+	fl.dead.Store(false)
+	if err := tr.opts.Suspensions.Resume(context.Background(), "busy.example"); err != nil {
+		t.Fatal(err)
+	}
+	tr.Deliver(context.Background(), e.route("busy.example"), msg("d@busy.example"))
+	suspendedUntil(t, tr, "busy.example")
 }

@@ -110,9 +110,15 @@ func (o *Options) setDefaults() {
 }
 
 // SharedLimiter hands out a destination's session slots shared by every
-// delivery replica.
+// delivery replica, and may start a destination with fewer sessions than
+// its limit and adjust them to how its deliveries go (slow start,
+// destlimit).
 type SharedLimiter interface {
 	Acquire(ctx context.Context, dest string) (release func(), err error)
+	// Feedback reports a delivery to dest in which some host answered,
+	// or none did. dead: none did and dest should be suspended (a
+	// destination that refuses only some sessions is not dead).
+	Feedback(ctx context.Context, dest string, answered bool) (dead bool, err error)
 }
 
 // Suspensions are the destinations whose mail is deferred without
@@ -202,9 +208,12 @@ func (t *Transport) Deliver(ctx context.Context, rt route.Route, msg *Message) [
 	defer func() {
 		switch {
 		case answered:
+			t.feedback(ctx, destKey, true)
 			t.Resume(ctx, destKey)
 		case tried && ctx.Err() == nil:
-			t.suspend(ctx, destKey, last)
+			if t.feedback(ctx, destKey, false) {
+				t.suspend(ctx, destKey, last)
+			}
 		}
 	}()
 hosts:
@@ -257,6 +266,26 @@ func (t *Transport) suspended(dest string, results []RecipientResult, pending []
 	t.finishPending(results, pending, hostFailure{enhanced: "4.4.1",
 		detail: fmt.Sprintf("delivery to %s temporarily suspended until %s: %s", dest, until.UTC().Format(time.RFC3339), reason)})
 	return true
+}
+
+// feedback tells the shared limiter how a delivery to dest went and
+// returns whether dest is dead. Without a shared limiter, or when it
+// fails, a delivery that no host answered finds dest dead at once.
+func (t *Transport) feedback(ctx context.Context, dest string, answered bool) (dead bool) {
+	if t.opts.SharedLimit == nil {
+		return !answered
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	dead, err := t.opts.SharedLimit.Feedback(ctx, dest, answered)
+	if err != nil {
+		t.opts.Logger.Warn("destination feedback not shared with the other replicas", "destination", dest, "err", err)
+		return !answered
+	}
+	if !answered && !dead {
+		t.opts.Logger.Info("no host of the destination answered; fewer sessions to it from now on", "destination", dest)
+	}
+	return dead
 }
 
 // suspend suspends dest after every address failed as last says.
