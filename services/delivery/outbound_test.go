@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,8 @@ type testMX struct {
 
 	// hold keeps each DATA for this long (a slow MX), set before traffic.
 	hold time.Duration
+	// block, when set before traffic, holds each DATA until it is closed.
+	block chan struct{}
 
 	mu              sync.Mutex
 	msgs            []remoteMsg
@@ -102,6 +105,9 @@ func (s *testMXSession) Data(r io.Reader) error {
 	if s.m.hold > 0 {
 		time.Sleep(s.m.hold) // a slow server, not a synchronisation
 	}
+	if s.m.block != nil {
+		<-s.m.block
+	}
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -114,6 +120,15 @@ func (s *testMXSession) Data(r io.Reader) error {
 
 func startTestMX(t *testing.T, ip string, port int, rcpt func(string, int) error) *testMX {
 	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		t.Fatalf("listen %s:%d: %v", ip, port, err)
+	}
+	return startTestMXOn(t, ln, rcpt)
+}
+
+func startTestMXOn(t *testing.T, ln net.Listener, rcpt func(string, int) error) *testMX {
+	t.Helper()
 	m := &testMX{rcpt: rcpt, seen: map[string]int{}}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &testMXSession{m: m}, nil
@@ -121,10 +136,6 @@ func startTestMX(t *testing.T, ip string, port int, rcpt func(string, int) error
 	srv.Domain = "mx.remote.test"
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatalf("listen %s:%d: %v", ip, port, err)
-	}
 	m.addr = ln.Addr().String()
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -820,5 +831,146 @@ func TestDeadDestinationSharedByReplicas(t *testing.T) {
 	})
 	if r := send(0, "QDEAD3"); r.Outcome != queue.Delivered {
 		t.Errorf("replica 0 after the retry: %+v", r)
+	}
+}
+
+// busyListener serves max connections at a time and greets any more with
+// 421, as a provider limiting the connections per client IP does, until
+// its limit is lifted.
+type busyListener struct {
+	net.Listener
+	max     int
+	lifted  atomic.Bool
+	active  atomic.Int64
+	refused chan struct{} // one event per refused connection
+}
+
+func (l *busyListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.active.Add(1) > int64(l.max) && !l.lifted.Load() {
+			l.active.Add(-1)
+			_, _ = io.WriteString(c, "421 4.7.0 too many connections from your IP\r\n")
+			c.Close()
+			l.refused <- struct{}{}
+			continue
+		}
+		return &busyConn{Conn: c, l: l}, nil
+	}
+}
+
+type busyConn struct {
+	net.Conn
+	l    *busyListener
+	once sync.Once
+}
+
+func (c *busyConn) Close() error {
+	c.once.Do(func() { c.l.active.Add(-1) })
+	return c.Conn.Close()
+}
+
+// TestBusyDestinationNotSuspended (SMTP-LESSONS 11): a remote MX that
+// serves two sessions at a time and greets any more with 421 is busy, not
+// dead. Two replicas share a window of four sessions for it: the sessions
+// beyond the two it accepts are refused, the window shrinks, and neither
+// replica suspends the destination while the accepted sessions run (before
+// slow start, the first refusal suspended it for five minutes). Every
+// message arrives, the refused ones on their retry.
+func TestBusyDestinationNotSuspended(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	w := e.outbound(t, "127.0.0.2")
+	w.dns.Add(t, "busy.test. 300 IN MX 10 mx.busy.test.", "mx.busy.test. 300 IN A 127.0.0.2")
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(w.port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := &busyListener{Listener: ln, max: 2, refused: make(chan struct{}, 64)}
+	mx := startTestMXOn(t, busy, nil)
+	block := make(chan struct{})
+	mx.block = block
+
+	var replicas []*delivery.Remote
+	var deads []*deaddest.Shared
+	for i := range 2 {
+		js := connectJS(t, testenv.NATSURL(t))
+		limit, err := destlimit.Open(ctx, js, e.nopts, destlimit.Config{Max: 4, Initial: 4, TTL: time.Minute, Holder: fmt.Sprintf("replica-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead, err := deaddest.Open(ctx, js, e.nopts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(dead.Close)
+		tr, err := smtpout.New(smtpout.Options{EHLOName: "petrel.test", MaxConnsPerDestination: 4, MaxIdlePerHost: -1,
+			SharedLimit: limit, Suspensions: dead, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		r := *w.remote
+		r.Transport = tr
+		replicas = append(replicas, &r)
+		deads = append(deads, dead)
+	}
+	alice := e.account("alice")
+	send := func(i int, qid string) queue.Result {
+		res, err := replicas[i%2].Send(ctx, e.entry(qid, alice, fmt.Sprintf("r%d@busy.test", i)), []int{0})
+		if err != nil || len(res) != 1 {
+			t.Errorf("send %d: %+v %v", i, res, err)
+			return queue.Result{}
+		}
+		return res[0]
+	}
+
+	const n = 8
+	results := make([]queue.Result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { results[i] = send(i, qid("QBUSY", i)) })
+	}
+	// Two sessions are in DATA, held there; let two more be refused.
+	// Then the provider lifts its limit (so that no refusal depends on
+	// when a finished session's server side closes) and the two end.
+	for range 2 {
+		<-busy.refused
+	}
+	busy.lifted.Store(true)
+	close(block)
+	wg.Wait()
+
+	var retry []int
+	for i, r := range results {
+		switch {
+		case r.Outcome == queue.Delivered:
+		case r.Outcome == queue.Temporary && strings.Contains(r.Reply, "421"):
+			retry = append(retry, i)
+		default:
+			t.Errorf("message %d: %+v", i, r)
+		}
+	}
+	if len(retry) < 2 {
+		t.Errorf("%d messages refused with 421, want at least the two refused sessions'", len(retry))
+	}
+	for i, d := range deads {
+		if _, _, ok := d.Suspended("busy.test"); ok {
+			t.Errorf("replica %d suspended a destination whose host answered", i)
+		}
+	}
+	for _, i := range retry { // the queue's retry, now
+		wg.Go(func() {
+			if r := send(i, qid("QBUSY", i)); r.Outcome != queue.Delivered {
+				t.Errorf("message %d retried: %+v", i, r)
+			}
+		})
+	}
+	wg.Wait()
+	if got := len(mx.messages()); got != n {
+		t.Errorf("MX got %d messages, want %d", got, n)
 	}
 }

@@ -20,8 +20,8 @@
 // answered (Postfix's positive feedback 1/concurrency, counted by each
 // replica on its own, so n replicas grow it up to n times as fast), and
 // shrinks by one when no host answered (negative feedback 1). A failure
-// at window 1 means the destination is dead (Feedback's answer), which is
-// Postfix's failed pseudo-cohort: a destination that refuses only the
+// at window 1 while no other session to it runs means the destination is
+// dead (Feedback's answer), which is Postfix's failed pseudo-cohort: a destination that refuses only the
 // sessions beyond the few it accepts ("421 too many connections") has its
 // window shrink instead of being suspended, while one that answers nobody
 // is suspended after as many failures as its window had sessions, which
@@ -142,7 +142,10 @@ func (s *Shared) Window(ctx context.Context, dest string) (int, error) {
 // Feedback records how a delivery to dest went: answered when some host
 // of it answered, as opposed to none (refused, timed out, no greeting or
 // a refusing one). It returns dead when dest should be suspended: no host
-// answered and the window was already down to one session.
+// answered, the window was already down to one session, and no session to
+// dest but the caller's holds a slot. The window shrinks as sessions fail,
+// but sessions that took their slots while it was wider run on; while one
+// does, a host answers.
 func (s *Shared) Feedback(ctx context.Context, dest string, answered bool) (dead bool, err error) {
 	prefix := keyPrefix(dest)
 	s.mu.Lock()
@@ -175,7 +178,11 @@ func (s *Shared) Feedback(ctx context.Context, dest string, answered bool) (dead
 				next.size = min(w.size+1, s.max)
 			}
 		default:
-			dead = w.size <= 1
+			if w.size <= 1 {
+				if dead, err = s.alone(ctx, prefix); err != nil {
+					return true, err
+				}
+			}
 			next.size = max(w.size-1, 1)
 			next.failures = w.failures + 1
 		}
@@ -198,6 +205,24 @@ func (s *Shared) Feedback(ctx context.Context, dest string, answered bool) (dead
 	}
 	// Others keep changing it: their feedback counts as well as ours.
 	return false, nil
+}
+
+// alone reports whether at most one slot of the destination is taken:
+// the caller's own. A session still running (taken when the window was
+// wider) is a host that answered, whatever the failures around it say.
+// Only asked when a delivery fails at a window of one.
+func (s *Shared) alone(ctx context.Context, prefix string) (bool, error) {
+	held := 0
+	for i := range s.max {
+		_, err := s.kv.Get(ctx, prefix+strconv.Itoa(i))
+		switch {
+		case err == nil:
+			held++
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return false, fmt.Errorf("destlimit: slot: %w", err)
+		}
+	}
+	return held <= 1, nil
 }
 
 // put writes w at rev (0: the key must not exist); a lost race is

@@ -2,6 +2,7 @@ package destlimit
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -92,9 +93,17 @@ func TestFailuresShrinkWindowThenDead(t *testing.T) {
 		t.Fatal("dead while its window still had more than one session")
 	}
 	wantWindow(t, ctx, a.Shared, "example.org", 1)
-	if !feedback(t, ctx, b.Shared, "example.org", false) {
-		t.Fatal("not dead after a failure at a window of one")
+	// The failing session holds a slot; another session, one that took
+	// its slot while the window was wider, still runs: a host answered it.
+	mine, other := must(t, ctx, b.Shared, "example.org"), holdSlot(t, ctx, a.Shared, "example.org", 2)
+	if feedback(t, ctx, b.Shared, "example.org", false) {
+		t.Fatal("dead while another session to it runs")
 	}
+	other()
+	if !feedback(t, ctx, b.Shared, "example.org", false) {
+		t.Fatal("not dead after a failure at a window of one with no other session")
+	}
+	mine()
 	wantWindow(t, ctx, a.Shared, "example.org", 1)
 	// An answered delivery at a window of one is a window's worth.
 	if feedback(t, ctx, a.Shared, "example.org", true) {
@@ -142,4 +151,15 @@ func TestNoSlowStart(t *testing.T) {
 	for range 3 {
 		defer must(t, ctx, a.Shared, "example.org")()
 	}
+}
+
+// holdSlot takes slot i of dest directly, as a session that began when
+// the window was wider holds it.
+func holdSlot(t *testing.T, ctx context.Context, s *Shared, dest string, i int) (release func()) {
+	t.Helper()
+	rev, err := s.kv.Create(ctx, keyPrefix(dest)+strconv.Itoa(i), s.holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.hold(keyPrefix(dest)+strconv.Itoa(i), rev)
 }
