@@ -25,7 +25,7 @@ type replica struct {
 	*Shared
 }
 
-func options(t *testing.T) natsx.Options {
+func options(t testing.TB) natsx.Options {
 	o := natsx.Options{Prefix: fmt.Sprintf("%s_dl%d", testenv.Prefix(), seq.Add(1))}
 	t.Cleanup(func() {
 		nc, err := nats.Connect(testenv.NATSURL(t))
@@ -44,7 +44,7 @@ func open(t *testing.T, o natsx.Options, max int, ttl time.Duration, name string
 	return openConfig(t, o, Config{Max: max, TTL: ttl, Holder: name})
 }
 
-func openConfig(t *testing.T, o natsx.Options, c Config) *replica {
+func openConfig(t testing.TB, o natsx.Options, c Config) *replica {
 	t.Helper()
 	nc, err := nats.Connect(testenv.NATSURL(t))
 	if err != nil {
