@@ -134,7 +134,7 @@ func (c *Config) RegisterFlags(f *config.FlagSet) {
 	f.Int(&c.MXPort, "mx-port", 25, "TCP port of remote MX hosts (25; another value only for tests)")
 	f.StringList(&c.LocalAddrs, "local-address", nil, "IP address this MTA receives mail on (repeat or comma-separate): an MX that resolves to one is a mail loop")
 	f.Int(&c.MaxConnsPerDestination, "max-conns-per-destination", 10, "concurrent outbound SMTP sessions per recipient domain (or to the smarthost), across all delivery replicas (shared through NATS)")
-	f.Int(&c.InitialConnsPerDestination, "initial-conns-per-destination", 5, "slow start: sessions a destination starts with, growing by one after as many deliveries as it has sessions and shrinking by one when no host answers, up to --max-conns-per-destination (Postfix's initial_destination_concurrency; 0: no slow start; shared replicas only)")
+	f.Int(&c.InitialConnsPerDestination, "initial-conns-per-destination", 5, "slow start: sessions a destination starts with, growing by one after as many deliveries as it has sessions and shrinking by one when no host answers, up to --max-conns-per-destination (Postfix's initial_destination_concurrency; 0: start at the maximum; with the shared limit only, not --local-destination-limit)")
 	f.Bool(&c.LocalDestinationLimit, "local-destination-limit", false, "apply --max-conns-per-destination to each replica on its own instead of sharing it through NATS")
 	f.Duration(&c.DeadDestinationTime, "dead-destination-time", 5*time.Minute, "when no host of a destination answers (connections refused or timed out, no greeting or a refusing one), defer its mail without connecting for this long, in every replica, unless a session to it succeeds first (0: never)")
 	f.String(&c.Smarthost, "smarthost", "", "relay all outbound mail through this host:port (TLS required) instead of MX look-ups")
@@ -180,7 +180,7 @@ func (c Config) Validate() error {
 	v.Check(c.DeliverCalls > 0, "deliver-calls", "must be positive")
 	v.Check(c.MXPort > 0 && c.MXPort < 65536, "mx-port", "must be a TCP port")
 	v.Check(c.MaxConnsPerDestination > 0, "max-conns-per-destination", "must be positive")
-	v.Check(c.InitialConnsPerDestination >= 0, "initial-conns-per-destination", "must be 0 (no slow start) or positive")
+	v.Check(c.InitialConnsPerDestination >= 0, "initial-conns-per-destination", "must be 0 (start at the maximum) or positive")
 	v.Positive("dkim-key-cache", c.DKIMKeyCache)
 	if c.DeadDestinationTime < 0 || c.DeadDestinationTime > natsx.DeadDestinationsMaxTTL {
 		v.Add("dead-destination-time", "must be 0 (never) to %s", natsx.DeadDestinationsMaxTTL)

@@ -103,7 +103,7 @@ func TestBinary(t *testing.T) {
 			"--s3-bucket: a bucket is required",
 			"--concurrency: must be positive",
 			"--retry-ceiling: retry ceiling 1s must be at least floor",
-			"--initial-conns-per-destination: must be 0 (no slow start) or positive",
+			"--initial-conns-per-destination: must be 0 (start at the maximum) or positive",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)

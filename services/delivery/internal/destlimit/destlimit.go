@@ -71,7 +71,7 @@ type Shared struct {
 // Config sets up a Shared limiter.
 type Config struct {
 	Max     int           // sessions per destination, at most
-	Initial int           // the window a destination starts with; 0 or more than Max: Max (no slow start)
+	Initial int           // the window a destination starts with; 0 or more than Max: Max
 	TTL     time.Duration // how long a dead replica's slot stays taken; 0: DefaultTTL
 	Holder  string        // names this replica in the slots it takes (for an operator reading the bucket)
 	Logger  *slog.Logger

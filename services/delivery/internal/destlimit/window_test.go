@@ -141,7 +141,7 @@ func TestWindowExpires(t *testing.T) {
 	}
 }
 
-// Without Initial there is no slow start: the window is Max.
+// Without Initial a destination starts at Max.
 func TestNoSlowStart(t *testing.T) {
 	o := options(t)
 	a := openConfig(t, o, Config{Max: 3, TTL: 10 * time.Minute, Holder: "a"})
