@@ -288,6 +288,23 @@ func (e *env) outbound(t *testing.T, ips ...string) *outboundWorld {
 	return w
 }
 
+// replica is another delivery replica's Remote in this world: the same
+// router, blobs and keys, its own transport with o (EHLO name and a
+// silent logger filled in).
+func (w *outboundWorld) replica(t *testing.T, o smtpout.Options) *delivery.Remote {
+	t.Helper()
+	o.EHLOName = "petrel.test"
+	o.Logger = slog.New(slog.DiscardHandler)
+	tr, err := smtpout.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	r := *w.remote
+	r.Transport = tr
+	return &r
+}
+
 // fastSchedule retries within tens of milliseconds.
 func fastSchedule(lifetime, warn time.Duration) retry.Schedule {
 	s := retry.Default()
@@ -712,15 +729,7 @@ func TestDestinationLimitSharedByReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr, err := smtpout.New(smtpout.Options{EHLOName: "petrel.test", MaxConnsPerDestination: 1, MaxIdlePerHost: -1,
-			SharedLimit: limit, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { tr.Close() })
-		r := *w.remote
-		r.Transport = tr
-		replicas = append(replicas, &r)
+		replicas = append(replicas, w.replica(t, smtpout.Options{MaxConnsPerDestination: 1, MaxIdlePerHost: -1, SharedLimit: limit}))
 	}
 	alice := e.account("alice")
 	var wg sync.WaitGroup
@@ -788,14 +797,7 @@ func TestDeadDestinationSharedByReplicas(t *testing.T) {
 		}
 		t.Cleanup(dead.Close)
 		dialer := &countingDialer{}
-		tr, err := smtpout.New(smtpout.Options{EHLOName: "petrel.test", Dialer: dialer, Suspensions: dead, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { tr.Close() })
-		r := *w.remote
-		r.Transport = tr
-		replicas = append(replicas, replica{remote: &r, dead: dead, dialer: dialer})
+		replicas = append(replicas, replica{remote: w.replica(t, smtpout.Options{Dialer: dialer, Suspensions: dead}), dead: dead, dialer: dialer})
 	}
 	alice := e.account("alice")
 	send := func(i int, qid string) queue.Result {
@@ -907,15 +909,7 @@ func TestBusyDestinationNotSuspended(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(dead.Close)
-		tr, err := smtpout.New(smtpout.Options{EHLOName: "petrel.test", MaxConnsPerDestination: 4, MaxIdlePerHost: -1,
-			SharedLimit: limit, Suspensions: dead, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { tr.Close() })
-		r := *w.remote
-		r.Transport = tr
-		replicas = append(replicas, &r)
+		replicas = append(replicas, w.replica(t, smtpout.Options{MaxConnsPerDestination: 4, MaxIdlePerHost: -1, SharedLimit: limit, Suspensions: dead}))
 		deads = append(deads, dead)
 	}
 	alice := e.account("alice")

@@ -27,15 +27,23 @@ func wantWindow(t *testing.T, ctx context.Context, s *Shared, dest string, want 
 	}
 }
 
+// twoReplicas opens two replicas' limiters of max sessions starting at
+// initial, with a TTL long enough that every wake-up must be an event.
+func twoReplicas(t *testing.T, max, initial int) (a, b *replica, ctx context.Context) {
+	t.Helper()
+	o := options(t)
+	a = openConfig(t, o, Config{Max: max, Initial: initial, TTL: 10 * time.Minute, Holder: "a"})
+	b = openConfig(t, o, Config{Max: max, Initial: initial, TTL: 10 * time.Minute, Holder: "b"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return a, b, ctx
+}
+
 // Slow start: a destination starts with Initial sessions across replicas;
 // after as many answered deliveries as its window, the window grows by
 // one, up to Max, and a session waiting for a slot gets the new one.
 func TestSlowStartGrowsOnSuccess(t *testing.T) {
-	o := options(t)
-	a := openConfig(t, o, Config{Max: 4, Initial: 2, TTL: 10 * time.Minute, Holder: "a"})
-	b := openConfig(t, o, Config{Max: 4, Initial: 2, TTL: 10 * time.Minute, Holder: "b"})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	a, b, ctx := twoReplicas(t, 4, 2)
 
 	wantWindow(t, ctx, a.Shared, "example.org", 2)
 	rels := []func(){must(t, ctx, a.Shared, "example.org"), must(t, ctx, b.Shared, "example.org")}
@@ -83,11 +91,7 @@ func TestSlowStartGrowsOnSuccess(t *testing.T) {
 // one, as a destination that accepts a few sessions and refuses the rest
 // must not be suspended. An answered delivery ends the run of failures.
 func TestFailuresShrinkWindowThenDead(t *testing.T) {
-	o := options(t)
-	a := openConfig(t, o, Config{Max: 10, Initial: 3, TTL: 10 * time.Minute, Holder: "a"})
-	b := openConfig(t, o, Config{Max: 10, Initial: 3, TTL: 10 * time.Minute, Holder: "b"})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	a, b, ctx := twoReplicas(t, 10, 3)
 
 	if feedback(t, ctx, a.Shared, "example.org", false) || feedback(t, ctx, b.Shared, "example.org", false) {
 		t.Fatal("dead while its window still had more than one session")
