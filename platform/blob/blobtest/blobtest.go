@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,10 +56,14 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 	}
 }
 
-// namespace turns the test's name into a key prefix unique to it.
+// namespaces counts the namespaces handed out in this process.
+var namespaces atomic.Int64
+
+// namespace turns the test's name into a key prefix unique to it and to
+// this run of it (-count=2 runs it twice against the same bucket).
 func namespace(t *testing.T) string {
 	var b strings.Builder
-	b.WriteString("blobtest-")
+	fmt.Fprintf(&b, "blobtest-%d-", namespaces.Add(1))
 	for _, c := range []byte(t.Name()) {
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-':
