@@ -56,8 +56,9 @@ type Shared struct {
 	w   jetstream.KeyWatcher
 	log *slog.Logger
 
-	mu sync.RWMutex
-	m  map[string]suspension // by key
+	mu      sync.RWMutex
+	m       map[string]suspension // by key
+	applied chan struct{}         // closed and replaced whenever the watch applied a change
 
 	ready chan struct{} // closed once the watch delivered the initial values
 	done  chan struct{} // closed when the watch loop ends
@@ -78,7 +79,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o natsx.Options, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("deaddest: watch %s: %w", o.DeadDestinations(), err)
 	}
-	s := &Shared{kv: kv, w: w, log: log, m: map[string]suspension{}, ready: make(chan struct{}), done: make(chan struct{})}
+	s := &Shared{kv: kv, w: w, log: log, m: map[string]suspension{}, applied: make(chan struct{}), ready: make(chan struct{}), done: make(chan struct{})}
 	go s.follow()
 	select {
 	case <-s.ready:
@@ -111,6 +112,7 @@ func (s *Shared) follow() {
 		if e.Operation() != jetstream.KeyValuePut {
 			s.mu.Lock()
 			delete(s.m, e.Key())
+			s.notifyLocked()
 			s.mu.Unlock()
 			continue
 		}
@@ -135,6 +137,21 @@ func (s *Shared) set(key string, v suspension) {
 		}
 	}
 	s.m[key] = v
+	s.notifyLocked()
+}
+
+// notifyLocked wakes whoever waits for the next change (s.mu held).
+func (s *Shared) notifyLocked() {
+	close(s.applied)
+	s.applied = make(chan struct{})
+}
+
+// changed returns a channel closed at the next change to the suspensions
+// this replica knows: its own or, through the watch, another replica's.
+func (s *Shared) changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
 }
 
 func keyOf(dest string) string {
@@ -188,7 +205,10 @@ func (s *Shared) Resume(ctx context.Context, dest string) error {
 	key := keyOf(dest)
 	s.mu.Lock()
 	_, found := s.m[key]
-	delete(s.m, key)
+	if found {
+		delete(s.m, key)
+		s.notifyLocked()
+	}
 	s.mu.Unlock()
 	if !found {
 		return nil

@@ -59,17 +59,23 @@ func open(t *testing.T, url string, o natsx.Options) *replica {
 	return &replica{nc: nc, Shared: s}
 }
 
-// eventually waits for another replica's watch to apply a change (a minute
-// at most: after a NATS restart the watch takes half of that): the
-// watch has no event a test can wait on, so this polls, bounded.
-func eventually(t *testing.T, what string, cond func() bool) {
+// eventually waits until cond holds, looking again at each change r
+// applies (a minute at most: after a NATS restart the watch takes half of
+// that to resume).
+func eventually(t *testing.T, r *replica, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
+	deadline := time.NewTimer(time.Minute)
+	defer deadline.Stop()
+	for {
+		next := r.changed()
+		if cond() {
+			return
+		}
+		select {
+		case <-next:
+		case <-deadline.C:
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -83,7 +89,7 @@ func TestSuspensionSharedAcrossReplicas(t *testing.T) {
 	if _, _, ok := a.Suspended("example.org"); !ok {
 		t.Fatal("not suspended in the replica that suspended it")
 	}
-	eventually(t, "the other replica to see the suspension", func() bool {
+	eventually(t, b, "the other replica to see the suspension", func() bool {
 		_, _, ok := b.Suspended("example.org")
 		return ok
 	})
@@ -108,7 +114,7 @@ func TestSuspensionSharedAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, r := range map[string]*replica{"a": a, "c": c} {
-		eventually(t, "replica "+name+" to see the end", func() bool {
+		eventually(t, r, "replica "+name+" to see the end", func() bool {
 			_, _, ok := r.Suspended("example.org")
 			return !ok
 		})

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/petrel-mail/petrel/platform/natsx"
 	"github.com/petrel-mail/petrel/platform/natsx/embedded"
 	"github.com/petrel-mail/petrel/platform/testenv"
@@ -24,8 +26,15 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	if err := a.Suspend(context.Background(), "before.example", "x", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "b to see the first suspension", func() bool { _, _, ok := b.Suspended("before.example"); return ok })
+	eventually(t, b, "b to see the first suspension", func() bool { _, _, ok := b.Suspended("before.example"); return ok })
 
+	reconnected := make(chan struct{}, 1)
+	a.nc.SetReconnectHandler(func(*nats.Conn) {
+		select {
+		case reconnected <- struct{}{}:
+		default:
+		}
+	})
 	srv, err = srv.Restart()
 	if err != nil {
 		t.Fatal(err)
@@ -34,12 +43,17 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	// The replicas reconnect by themselves; a's first write after that
 	// succeeds, and b's watch, which nats.go resets once it misses the
 	// server's heartbeats (about half a minute here), delivers it.
-	eventually(t, "a to write again after the restart", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		return a.Suspend(ctx, "after.example", "y", time.Now().Add(time.Hour)) == nil
-	})
-	eventually(t, "b to see a suspension made after the restart", func() bool {
+	select {
+	case <-reconnected:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no reconnection to the restarted server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Suspend(ctx, "after.example", "y", time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("first write after the restart: %v", err)
+	}
+	eventually(t, b, "b to see a suspension made after the restart", func() bool {
 		_, _, ok := b.Suspended("after.example")
 		return ok
 	})
