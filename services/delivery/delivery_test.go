@@ -13,7 +13,7 @@ import (
 
 	"github.com/petrel-mail/petrel/platform/blob"
 	"github.com/petrel-mail/petrel/platform/natsx"
-	"github.com/petrel-mail/petrel/platform/natsx/embedded"
+	"github.com/petrel-mail/petrel/platform/natsx/embedded/embeddedtest"
 	"github.com/petrel-mail/petrel/platform/testenv"
 	"github.com/petrel-mail/petrel/services/delivery/internal/queue"
 	"github.com/petrel-mail/petrel/services/delivery/internal/retry"
@@ -153,11 +153,7 @@ func TestStoreDown(t *testing.T) {
 // entries are being delivered; every entry is delivered exactly once.
 func TestNATSRestart(t *testing.T) {
 	e := newEnv(t)
-	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), Port: testenv.FreePort(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown() })
+	srv := embeddedtest.Start(t)
 	js := connectJS(t, srv.ClientURL())
 	ctx := testCtx(t)
 	if err := natsx.EnsureStreams(ctx, js, e.nopts); err != nil {
@@ -183,9 +179,7 @@ func TestNATSRestart(t *testing.T) {
 		})
 	}})
 	<-halfway
-	if srv, err = srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
+	srv.Restart()
 	waitFor(t, "every entry to be acknowledged after the restart", func() bool {
 		return streamMsgs(t, js, e.nopts.QueueStream()) == 0
 	})

@@ -5,22 +5,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/petrel-mail/petrel/platform/natsx"
-	"github.com/petrel-mail/petrel/platform/natsx/embedded"
-	"github.com/petrel-mail/petrel/platform/testenv"
+	"github.com/petrel-mail/petrel/platform/natsx/embedded/embeddedtest"
 )
 
 // TestSurvivesNATSRestart: after the NATS server restarts, suspensions
 // are shared again without restarting the replicas: the bucket is still
 // there and each replica's watch follows it again.
 func TestSurvivesNATSRestart(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), Port: testenv.FreePort(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown() })
+	srv := embeddedtest.Start(t)
 	o := natsx.Options{Prefix: "restart"}
 	a, b := open(t, srv.ClientURL(), o), open(t, srv.ClientURL(), o)
 	if err := a.Suspend(context.Background(), "before.example", "x", time.Now().Add(time.Hour)); err != nil {
@@ -28,26 +21,13 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	}
 	eventually(t, b, "b to see the first suspension", func() bool { _, _, ok := b.Suspended("before.example"); return ok })
 
-	reconnected := make(chan struct{}, 1)
-	a.nc.SetReconnectHandler(func(*nats.Conn) {
-		select {
-		case reconnected <- struct{}{}:
-		default:
-		}
-	})
-	srv, err = srv.Restart()
-	if err != nil {
-		t.Fatal(err)
-	}
+	reconnected := embeddedtest.OnReconnect(t, a.nc)
+	srv.Restart()
 
 	// The replicas reconnect by themselves; a's first write after that
 	// succeeds, and b's watch, which nats.go resets once it misses the
 	// server's heartbeats (about half a minute here), delivers it.
-	select {
-	case <-reconnected:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no reconnection to the restarted server")
-	}
+	reconnected()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.Suspend(ctx, "after.example", "y", time.Now().Add(time.Hour)); err != nil {

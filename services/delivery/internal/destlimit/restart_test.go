@@ -9,8 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/petrel-mail/petrel/platform/natsx"
-	"github.com/petrel-mail/petrel/platform/natsx/embedded"
-	"github.com/petrel-mail/petrel/platform/testenv"
+	"github.com/petrel-mail/petrel/platform/natsx/embedded/embeddedtest"
 )
 
 // TestSharedLimitSurvivesNATSRestart: after the NATS server restarts, the
@@ -18,18 +17,13 @@ import (
 // again (before the bucket was on disk, it vanished with the server and
 // every replica fell back to its local limit until it was restarted).
 func TestSharedLimitSurvivesNATSRestart(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{StoreDir: t.TempDir(), Port: testenv.FreePort(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown() })
-	reconnected := make(chan struct{}, 1)
-	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
-		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
+	srv := embeddedtest.Start(t)
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	reconnected := embeddedtest.OnReconnect(t, nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -41,15 +35,8 @@ func TestSharedLimitSurvivesNATSRestart(t *testing.T) {
 	rel := must(t, context.Background(), s, "example.org")
 	rel()
 
-	if srv, err = srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
-
-	select {
-	case <-reconnected:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no reconnection to the restarted server")
-	}
+	srv.Restart()
+	reconnected()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	rel, err = s.Acquire(ctx, "example.org")
 	cancel()
